@@ -1,0 +1,3 @@
+from zobench.run import cli
+
+cli()

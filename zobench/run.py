@@ -1,0 +1,120 @@
+"""The entry point: compose -> validate -> load -> tune -> train -> evaluate -> record.
+
+``zobench model=tiny-opt task=sst2 optimizer=zo_sgd`` (or ``python -m zobench ...``) runs one
+cell; ``zobench -m optimizer=zo_sgd,fo_adam seed=0,1`` sweeps. Bad input fails before any
+model loads, with a message that names the key and the allowed values.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from zobench import CONF_DIR
+from zobench.errors import ConfigError
+
+log = logging.getLogger("zobench")
+
+STATUSES = ("completed", "diverged", "failed")
+
+
+def _base_summary(cfg: Any) -> dict[str, Any]:
+    from zobench.record import versions
+
+    return {
+        "status": "failed", "error": None,
+        "model": cfg.model.name, "task": cfg.task.name, "tuning": cfg.tuning.name,
+        "optimizer": cfg.optimizer.name, "seed": cfg.seed, "dtype": cfg.dtype, "device": cfg.device,
+        "lr": cfg.optimizer.lr, "eps": cfg.optimizer.get("eps"), "template": cfg.task.template,
+        "metric": cfg.task.metric, "steps_budget": cfg.trainer.steps, "steps": 0, "forward_passes": 0,
+        "zero_shot_accuracy": None, "best_dev_accuracy": None, "best_step": None, "test_accuracy": None,
+        "trainable_params": None, "total_params": None, "peak_memory_bytes": None,
+        "inference_peak_memory_bytes": None, "step_time_ms": None, "wall_time_s": None,
+        "versions": versions(),
+    }
+
+
+def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Run one cell into ``run_dir``; always writes summary.json and returns it."""
+    from zobench.record import RunRecorder
+
+    started, run_dir = time.time(), Path(run_dir)
+    recorder = RunRecorder(run_dir)
+    summary: dict[str, Any] = {"status": "failed", "error": None}
+    try:
+        summary = _base_summary(cfg)
+        recorder.write_config(cfg)
+        _run(cfg, run_dir, recorder, summary)
+        summary["status"] = "completed"
+    except Exception as exc:  # recorded, never lost: the summary says how the run ended
+        from zobench.train import Diverged
+
+        summary["status"] = "diverged" if isinstance(exc, Diverged) else "failed"
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        if summary["status"] == "failed" and not isinstance(exc, ConfigError):
+            (run_dir / "traceback.txt").write_text(traceback.format_exc())
+        log.error("run %s: %s", summary["status"], summary["error"])
+    finally:
+        summary["wall_time_s"] = round(time.time() - started, 3)
+        recorder.finish(summary)
+    return summary
+
+
+def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any]) -> None:
+    from zobench.models import count_params, load_model, resolve_device
+    from zobench.optim import build_optimizer
+    from zobench.scoring import Scorer
+    from zobench.tasks import load_task
+    from zobench.train import fit
+    from zobench.tuning import apply_tuning, count_trainable
+    from zobench.validate import validate_config
+
+    validate_config(cfg)
+    data = load_task(cfg.task, cfg.data)  # data errors surface before the model loads
+    summary["data"] = data.info
+    model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.seed)
+    model, named = apply_tuning(model, cfg.tuning)
+    summary["trainable_params"], summary["total_params"] = count_trainable(named), count_params(model)
+    optimizer = build_optimizer(cfg.optimizer, named, cfg.trainer.steps, cfg.seed)
+    scorer = Scorer(model, tokenizer, cfg.model.kind, cfg.trainer.max_length)
+    device = resolve_device(cfg.device)
+    summary["device"] = device.type
+    fit(cfg, scorer, optimizer, data, named, recorder, device, run_dir, summary)
+
+
+def _print_summary(summary: dict[str, Any], run_dir: str) -> None:
+    keys = ["status", "error", "zero_shot_accuracy", "best_dev_accuracy", "best_step", "test_accuracy",
+            "forward_passes", "step_time_ms", "peak_memory_bytes", "inference_peak_memory_bytes"]
+    shown = {k: summary.get(k) for k in keys if summary.get(k) is not None}
+    print(f"[zobench] {run_dir}\n[zobench] " + " ".join(f"{k}={v}" for k, v in shown.items()))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    summary = run_cell(cfg, hc.runtime.output_dir)
+    _print_summary(summary, hc.runtime.output_dir)
+    # In a sweep a failed cell is recorded and the sweep goes on; a single run reports failure.
+    if summary["status"] == "failed" and hc.mode != RunMode.MULTIRUN:
+        sys.exit(1)
+
+
+def cli() -> None:
+    """Console script: check the command line first, so a typo costs a second, then run Hydra."""
+    from zobench.cli_check import precheck
+
+    precheck(sys.argv[1:])
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,200 @@
+"""Candidate scoring and the training losses, in one place.
+
+For a causal LM, each (context, candidate) pair is one sequence ``context ++ candidate``; the
+score of a candidate is the sum (and the mean) over its tokens of log p(token | prefix). All
+pairs of a batch share one right-padded forward, and the LM head runs only at the positions
+that predict candidate tokens: a forward pre-hook on the output embedding gathers those hidden
+states before the vocabulary projection, so a (batch, length, vocab) logits tensor never
+exists. For a masked LM (RoBERTa) the context is followed by the mask token and each
+candidate must be a single-token verbalizer, scored at the mask position (LM-BFF / MeZO).
+
+Prediction is the argmax of the mean candidate log-prob (MeZO, Malladi et al. 2023).
+Training losses:
+  lm:             -Σ log p(gold tokens) / #gold tokens   (only the gold pairs are forwarded)
+  classification: cross-entropy over candidates, with mean log-probs as logits
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from zobench.errors import ConfigError
+from zobench.tasks.base import Example
+
+LOSSES = ("lm", "classification")
+
+
+@dataclasses.dataclass
+class PairScores:
+    """Flat scores of (example, candidate) pairs: ``sums[j]`` over ``counts[j]`` tokens."""
+
+    sums: torch.Tensor
+    counts: torch.Tensor
+    example_index: list[int]
+    candidate_index: list[int]
+
+    @property
+    def means(self) -> torch.Tensor:
+        return self.sums / self.counts
+
+
+class _GatherHead:
+    """Forward pre-hook on the output embedding: keep only the hidden states that are scored.
+
+    Prompt tuning prepends virtual tokens, so the hidden sequence can be longer than the
+    input; the offset is read off the shapes.
+    """
+
+    def __init__(self, batch_idx: torch.Tensor, pos_idx: torch.Tensor, input_len: int):
+        self.batch_idx, self.pos_idx, self.input_len = batch_idx, pos_idx, input_len
+
+    def __call__(self, module, args):
+        hidden = args[0]
+        offset = hidden.shape[1] - self.input_len
+        return (hidden[self.batch_idx, self.pos_idx + offset].unsqueeze(0), *args[1:])
+
+
+class Scorer:
+    """Scores Examples with one model; caches tokenizations (dev and eval sets are re-scored)."""
+
+    def __init__(self, model, tokenizer, kind: str = "causal", max_length: int = 512):
+        self.model, self.tokenizer, self.kind, self.max_length = model, tokenizer, kind, max_length
+        self._cache: dict[tuple[str, bool], list[int]] = {}
+
+    # -- tokenization ------------------------------------------------------------------------
+    def _ids(self, text: str, special: bool) -> list[int]:
+        key = (text, special)
+        if key not in self._cache:
+            self._cache[key] = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        return self._cache[key]
+
+    def _causal_sequence(self, context: str, candidate: str) -> tuple[list[int], int]:
+        ctx, cand = self._ids(context, True), self._ids(candidate, False)
+        if not cand:
+            raise ValueError(f"candidate {candidate!r} tokenizes to nothing")
+        keep = max(self.max_length - len(cand), 1)  # truncate the context from the left
+        return ctx[-keep:] + cand, len(cand)
+
+    def _verbalizer_id(self, candidate: str) -> int:
+        ids = self._ids(candidate, False)
+        if len(ids) != 1:
+            raise ConfigError(
+                f"masked-LM scoring needs single-token verbalizers; {candidate!r} is {len(ids)} tokens"
+            )
+        return ids[0]
+
+    def _masked_sequence(self, example: Example) -> tuple[list[int], int]:
+        mask = self.tokenizer.mask_token
+        sep = " " if example.candidates[0].startswith(" ") else ""
+        ids = self._ids(example.context + sep + mask, True)
+        if self.tokenizer.eos_token_id is not None and ids[-1] == self.tokenizer.eos_token_id:
+            body, tail = ids[:-1], ids[-1:]
+        else:
+            body, tail = ids, []
+        body = body[-(self.max_length - len(tail)) :]
+        ids = body + tail
+        return ids, ids.index(self.tokenizer.mask_token_id)
+
+    # -- forward -----------------------------------------------------------------------------
+    def _forward_gathered(self, seqs: Sequence[list[int]], batch_idx, pos_idx) -> torch.Tensor:
+        """Logits (N, vocab) at the requested (row, position) pairs of a right-padded batch."""
+        device = next(self.model.parameters()).device
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            attention[row, : len(seq)] = 1
+        head = self.model.get_output_embeddings()
+        hook = head.register_forward_pre_hook(
+            _GatherHead(torch.tensor(batch_idx, device=device), torch.tensor(pos_idx, device=device), width)
+        )
+        try:
+            kwargs = {"use_cache": False} if self.kind == "causal" else {}
+            out = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+        finally:
+            hook.remove()
+        return out.logits.reshape(len(batch_idx), -1)
+
+    def score_pairs(self, pairs: Sequence[tuple[int, int]], examples: Sequence[Example]) -> PairScores:
+        """Scores of the (example index, candidate index) ``pairs``, in one forward."""
+        if self.kind == "masked":
+            return self._score_masked(pairs, examples)
+        seqs, batch_idx, pos_idx, targets, owner = [], [], [], [], []
+        for row, (e, c) in enumerate(pairs):
+            seq, n_cand = self._causal_sequence(examples[e].context, examples[e].candidates[c])
+            seqs.append(seq)
+            for t in range(len(seq) - n_cand, len(seq)):  # position t-1 predicts token t
+                batch_idx.append(row), pos_idx.append(t - 1), targets.append(seq[t]), owner.append(row)
+        logits = self._forward_gathered(seqs, batch_idx, pos_idx).float()
+        device = logits.device
+        token_logp = logits.log_softmax(-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
+        owner_t = torch.tensor(owner, device=device)
+        sums = torch.zeros(len(pairs), device=device, dtype=token_logp.dtype).index_add(0, owner_t, token_logp)
+        counts = torch.bincount(owner_t, minlength=len(pairs)).to(token_logp.dtype)
+        return PairScores(sums, counts, [e for e, _ in pairs], [c for _, c in pairs])
+
+    def _score_masked(self, pairs, examples) -> PairScores:
+        rows = sorted({e for e, _ in pairs})
+        row_of = {e: r for r, e in enumerate(rows)}
+        seqs, mask_pos = zip(*(self._masked_sequence(examples[e]) for e in rows))
+        logits = self._forward_gathered(seqs, list(range(len(rows))), list(mask_pos)).float()
+        logp = logits.log_softmax(-1)
+        device = logp.device
+        cand_ids = torch.tensor([self._verbalizer_id(examples[e].candidates[c]) for e, c in pairs], device=device)
+        sums = logp[torch.tensor([row_of[e] for e, _ in pairs], device=device), cand_ids]
+        return PairScores(sums, torch.ones_like(sums), [e for e, _ in pairs], [c for _, c in pairs])
+
+    # -- what callers use ----------------------------------------------------------------------
+    def loss(self, examples: Sequence[Example], loss: str = "lm") -> torch.Tensor:
+        """Training loss on a batch (differentiable when grad is enabled)."""
+        if loss == "lm":
+            scores = self.score_pairs([(i, ex.gold) for i, ex in enumerate(examples)], examples)
+            return -scores.sums.sum() / scores.counts.sum()
+        if loss == "classification":
+            pairs = [(i, c) for i, ex in enumerate(examples) for c in range(len(ex.candidates))]
+            scores = self.score_pairs(pairs, examples)
+            logits = _per_example(scores, examples)
+            gold = torch.tensor([ex.gold for ex in examples], device=logits.device)
+            return F.cross_entropy(logits, gold)
+        raise ConfigError(f"trainer.loss={loss!r} is not allowed: choose one of {', '.join(LOSSES)}.")
+
+    @torch.no_grad()
+    def predict(self, examples: Sequence[Example], batch_size: int = 32) -> list[int]:
+        """argmax of mean candidate log-prob, batched over all pairs, longest first."""
+        pairs = [(i, c) for i, ex in enumerate(examples) for c in range(len(ex.candidates))]
+        if self.kind == "causal":  # longest first: an out-of-memory shows in the first batch
+            pairs.sort(key=lambda p: -len(self._causal_sequence(examples[p[0]].context, examples[p[0]].candidates[p[1]])[0]))
+        else:
+            pairs.sort(key=lambda p: -len(self._ids(examples[p[0]].context, True)))
+        means = [[float("-inf")] * len(ex.candidates) for ex in examples]
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            scores = self.score_pairs(chunk, examples)
+            for (e, c), m in zip(chunk, scores.means.tolist()):
+                means[e][c] = m
+        return [max(range(len(m)), key=m.__getitem__) for m in means]
+
+
+def _per_example(scores: PairScores, examples: Sequence[Example]) -> torch.Tensor:
+    width = max(len(ex.candidates) for ex in examples)
+    logits = torch.full((len(examples), width), float("-inf"), device=scores.sums.device)
+    e = torch.tensor(scores.example_index, device=logits.device)
+    c = torch.tensor(scores.candidate_index, device=logits.device)
+    return logits.index_put((e, c), scores.means)
+
+
+def metrics(predictions: Sequence[int], examples: Sequence[Example]) -> dict[str, float]:
+    """Accuracy, and binary F1 with candidate 1 as the positive class (MultiRC's "Yes")."""
+    gold = [ex.gold for ex in examples]
+    n = max(len(gold), 1)
+    accuracy = sum(p == g for p, g in zip(predictions, gold)) / n
+    tp = sum(p == 1 and g == 1 for p, g in zip(predictions, gold))
+    fp = sum(p == 1 and g != 1 for p, g in zip(predictions, gold))
+    fn = sum(p != 1 and g == 1 for p, g in zip(predictions, gold))
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return {"accuracy": accuracy, "f1": f1}
