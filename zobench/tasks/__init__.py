@@ -1,0 +1,209 @@
+"""Tasks: load a task's data, sample train / dev / eval as MeZO does, render them into Examples.
+
+Public API: ``load_task(task_cfg, data_cfg) -> TaskData`` and ``validate_task(task_cfg, data_cfg)``.
+
+The Hydra group ``conf/task`` is the registry: ``task.name`` names a module of this package, which
+provides
+    TEMPLATES                               template name -> its format (data, not scattered literals)
+    parse(raw, where) -> record             one hub row -> the task's validated record
+    read_native(path) -> list[record]       one native file of the ``data.dir`` layout -> records
+    render(record, template) -> Example
+and may provide
+    split_without_train(records, source) -> (train_pool, eval_pool, note)
+        for a task whose train file can be missing from ``data.dir`` (MultiRC offline).
+
+Sampling (MeZO, Malladi et al., 2023): train and dev are ``num_train + num_dev`` records of the
+train split drawn with ``data.seed`` (``split_train_dev``); eval is ``num_eval`` records of the
+validation split drawn with a fixed seed. Records are sampled first and rendered after, so a
+template never changes which examples are used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from zobench.errors import ConfigError, bad_choice, bad_value
+from zobench.tasks.base import Example, TaskData, pick_template, sample_indices, split_train_dev
+
+__all__ = ["Example", "TaskData", "available_tasks", "load_task", "validate_task"]
+
+# MeZO samples the eval set with seed 0 whatever the train seed (its run.py: sample_subset("valid",
+# seed=0)), so all seeds of a cell are scored on the same examples and differ only in train / dev.
+EVAL_SEED = 0
+METRICS = ("accuracy", "f1")
+
+
+def available_tasks() -> list[str]:
+    """The task modules of this package, i.e. the values ``task.name`` may take."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base" and not m.name.startswith("_"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """The task and data config, checked."""
+
+    name: str
+    module: ModuleType
+    template: str
+    hub: dict
+    files: dict
+    dir: Path | None
+    num_train: int
+    num_dev: int
+    num_eval: int | None  # None: the whole eval split
+    seed: int
+
+
+@dataclasses.dataclass
+class _Pools:
+    """Every record of the train and the eval split, before sampling."""
+
+    train: list
+    eval: list
+    source: dict  # split -> where its records came from
+    note: str | None = None
+
+
+def validate_task(task_cfg, data_cfg) -> None:
+    """Raise ConfigError for anything wrong that can be found without a model or the hub: the task
+    name, template and metric, the sizes and seed, and with ``data.dir`` set, its files (read and
+    checked row by row: a few hundred milliseconds for the largest, SST-2 train)."""
+    spec = _check(task_cfg, data_cfg)
+    if spec.dir is not None:
+        _native_pools(spec)
+
+
+def load_task(task_cfg, data_cfg) -> TaskData:
+    """Load the task's splits (``data.dir`` native files, or the hub when it is None), sample and render."""
+    spec = _check(task_cfg, data_cfg)
+    pools = _native_pools(spec) if spec.dir is not None else _hub_pools(spec)
+    train, dev = split_train_dev(pools.train, spec.num_train, spec.num_dev, spec.seed)
+    n_eval = len(pools.eval) if spec.num_eval is None else spec.num_eval
+    evals = [pools.eval[i] for i in sample_indices(len(pools.eval), n_eval, EVAL_SEED)]
+    render = spec.module.render
+    info: dict[str, Any] = {
+        "task": spec.name,
+        "template": spec.template,
+        "source": pools.source,
+        "num_train": len(train),
+        "num_dev": len(dev),
+        "num_eval": len(evals),
+        "pool_sizes": {"train": len(pools.train), "eval": len(pools.eval)},
+        "eval_seed": EVAL_SEED,
+    }
+    if pools.note:
+        info["split"] = pools.note
+    return TaskData(
+        train=[render(r, spec.template) for r in train],
+        dev=[render(r, spec.template) for r in dev],
+        eval=[render(r, spec.template) for r in evals],
+        info=info,
+    )
+
+
+# ---- checking the config ---------------------------------------------------------------------
+
+
+def _plain(cfg, key: str) -> dict:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, dict):
+        return cfg
+    raise ConfigError(f"{key} must be a mapping, got {type(cfg).__name__}.")
+
+
+def _need(cfg: dict, key: str, prefix: str, what: str):
+    if cfg.get(key) is None:
+        raise ConfigError(f"{prefix}.{key} is missing: expected {what}.")
+    return cfg[key]
+
+
+def _count(data: dict, key: str, minimum: int, allow_none: bool = False) -> int | None:
+    value = data.get(key)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        extra = " or null (the whole split)" if allow_none else ""
+        raise bad_value(f"data.{key}", value, f"an integer >= {minimum}{extra}")
+    return value
+
+
+def _check(task_cfg, data_cfg) -> _Spec:
+    task, data = _plain(task_cfg, "task"), _plain(data_cfg, "data")
+    name = _need(task, "name", "task", "a task module name")
+    if name not in available_tasks():
+        raise bad_choice("task.name", name, available_tasks())
+    module = importlib.import_module(f"{__name__}.{name}")
+    template = _need(task, "template", "task", f"one of {', '.join(module.TEMPLATES)}")
+    pick_template(module.TEMPLATES, template)
+    if task.get("metric") not in METRICS:
+        raise bad_choice("task.metric", task.get("metric"), METRICS)
+    hub, files = task.get("hub") or {}, task.get("files") or {}
+    for split in ("train", "eval"):
+        _need(files, split, "task.files", "a file path relative to data.dir")
+        _need(hub, f"{split}_split", "task.hub", "a split name of the hub dataset")
+    _need(hub, "path", "task.hub", "a hub dataset id")
+    root = data.get("dir")
+    return _Spec(
+        name=name,
+        module=module,
+        template=template,
+        hub=hub,
+        files=files,
+        dir=None if root is None else Path(root).expanduser().resolve(),
+        num_train=_count(data, "num_train", 0),
+        num_dev=_count(data, "num_dev", 0),
+        num_eval=_count(data, "num_eval", 1, allow_none=True),
+        seed=_count(data, "seed", 0),
+    )
+
+
+# ---- reading the splits ----------------------------------------------------------------------
+
+
+def _native_pools(spec: _Spec) -> _Pools:
+    root = spec.dir
+    if not root.is_dir():
+        raise bad_value("data.dir", str(root), "a folder holding the tasks' native files (e.g. <data.dir>/sst2/dev.tsv)")
+    train_path, eval_path = root / spec.files["train"], root / spec.files["eval"]
+    split_without_train = getattr(spec.module, "split_without_train", None)
+    layout = f"<data.dir>/{spec.files['train']} and <data.dir>/{spec.files['eval']}"
+    if split_without_train:
+        layout = f"<data.dir>/{spec.files['eval']} (and, if available, <data.dir>/{spec.files['train']})"
+    for path, needed in ((eval_path, True), (train_path, split_without_train is None)):
+        if needed and not path.is_file():
+            raise ConfigError(
+                f"data.dir={str(root)!r} has no {path.relative_to(root).as_posix()!r}: task {spec.name} "
+                f"expects the native layout {layout} (file names from task.files)."
+            )
+    eval_pool = _read(spec.module, eval_path)
+    if train_path.is_file():
+        return _Pools(_read(spec.module, train_path), eval_pool, {"train": str(train_path), "eval": str(eval_path)})
+    train_pool, eval_pool, note = split_without_train(eval_pool, eval_path.name)
+    return _Pools(train_pool, eval_pool, {"train": str(eval_path), "eval": str(eval_path)}, note)
+
+
+def _read(module: ModuleType, path: Path) -> list:
+    records = module.read_native(path)
+    if not records:
+        raise ConfigError(f"{path} holds no records.")
+    return records
+
+
+def _hub_pools(spec: _Spec) -> _Pools:
+    import datasets  # here, not at the top: a second to import, and only the hub path needs it
+
+    hub = spec.hub
+    ref = f"hub:{hub['path']}" + (f"/{hub['name']}" if hub.get("name") else "")
+    pools, source = [], {}
+    for split, split_name in (("train", hub["train_split"]), ("eval", hub["eval_split"])):
+        rows = datasets.load_dataset(hub["path"], hub.get("name"), split=split_name)
+        source[split] = f"{ref}[{split_name}]"
+        pools.append([spec.module.parse(row, f"{source[split]} row {i}") for i, row in enumerate(rows)])
+    return _Pools(pools[0], pools[1], source)

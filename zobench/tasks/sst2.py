@@ -1,0 +1,41 @@
+"""SST-2: binary sentiment of a movie-review sentence (GLUE).
+
+Templates (label 0 -> " terrible", 1 -> " great"; the candidate carries the space that joins it):
+- ``mezo``: MeZO's SST2Template (Malladi et al., 2023, "Fine-Tuning Language Models with Just
+  Forward Passes"): context ``"<sentence> It was"``, candidates ``" terrible"`` / ``" great"``.
+- ``none``: the template-free ablation (ZO-Bench's SST2TemplateEmpty; Zhang et al., 2024,
+  "Revisiting Zeroth-Order Optimization for Memory-Efficient LLM Fine-Tuning: A Benchmark"):
+  context ``"<sentence>"``, same candidates.
+The sentence is stripped first, as MeZO does: GLUE sentences end with a space.
+
+Hub: ``glue/sst2`` rows ``{sentence, label, idx}``. Native: ``sst2/train.tsv``, ``sst2/dev.tsv``
+with header ``sentence<TAB>label``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from zobench.tasks.base import Example, enum_field, pick_template, read_tsv, text_field
+
+LABEL_WORDS = (" terrible", " great")  # index = label
+
+TEMPLATES = {  # name -> context format over the stripped sentence
+    "mezo": "{sentence} It was",
+    "none": "{sentence}",
+}
+
+_LABELS = {0: 0, 1: 1, "0": 0, "1": 1}  # hub labels are ints, TSV labels strings
+
+
+def parse(raw: dict, where: str) -> dict:
+    """One hub row or TSV row -> ``{sentence, label}``."""
+    return {"sentence": text_field(raw, "sentence", where), "label": enum_field(raw, "label", where, _LABELS)}
+
+
+def read_native(path: Path) -> list[dict]:
+    return [parse(row, f"{path}, line {n}") for n, row in read_tsv(path, ("sentence", "label"))]
+
+
+def render(record: dict, template: str) -> Example:
+    context = pick_template(TEMPLATES, template).format(sentence=record["sentence"].strip())
+    return Example(context, LABEL_WORDS, record["label"])
