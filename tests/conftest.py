@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from tests.native_data import write_native
@@ -27,3 +28,12 @@ def native(tmp_path) -> Path:
 def small_cfg(native):
     """compose_cfg with CPU-sized budgets and the test's native data."""
     return lambda *overrides: compose_cfg(*SMALL, f"data.dir={native}", *overrides)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and OpenMP spinning on shared cores costs 30x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from zobench.measure import PeakMemory, StepTimer
+from zobench.optim.closure import MicroBatchLoss
 from zobench.scoring import Scorer, metrics
 from zobench.tasks.base import Example, TaskData
 
@@ -128,7 +129,8 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         batch = first
         for step in range(1, tr.steps + 1):
             with timer:
-                stats = optimizer.step(lambda: scorer.loss(batch, tr.loss))
+                loss_fn = MicroBatchLoss(lambda part: scorer.loss(part, tr.loss), batch, optimizer.accumulation_steps)
+                stats = optimizer.step(loss_fn)
             out["steps"], out["forward_passes"] = step, out["forward_passes"] + stats["forward_passes"]
             out["forward_passes_per_step"], out["final_loss"] = stats["forward_passes"], stats["loss"]
             recorder.log({"step": step, "loss": stats["loss"], "lr": stats["lr"],

@@ -47,3 +47,16 @@ def perturb_(params: list[torch.Tensor], seed: int, scale: float) -> None:
     """θ ← θ + scale · z(seed), in place, one tensor-sized temporary at a time."""
     for i, p in enumerate(params):
         p.add_(direction(seed, i, p), alpha=scale)
+
+
+@torch.no_grad()
+def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]]) -> None:
+    """θ ← θ + Σ_j scale_j · z(seed_j) for ``moves`` = [(seed_j, scale_j)], in one sweep.
+
+    Undoing one probe and taking the next (or probing along a combination of directions,
+    as BSZO does) costs one pass over the parameters instead of one per direction.
+    """
+    moves = [(s, c) for s, c in moves if c != 0.0]
+    for i, p in enumerate(params):
+        for s, c in moves:
+            p.add_(direction(s, i, p), alpha=c)

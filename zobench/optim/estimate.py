@@ -1,4 +1,4 @@
-"""The estimate an estimator hands to the update pass."""
+"""The estimate an estimator hands to the update sweep, in seed form."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,12 +9,13 @@ class SeedEstimate:
     """ĝ = Σ_j coeffs[j] · z(seeds[j]), plus what it cost.
 
     ``pending`` lists (seed, scale) perturbations still applied to the parameters when the
-    estimator returns: the update pass removes them in the same sweep that applies ĝ, so
+    estimator returns: the update sweep removes them in the same pass that applies ĝ, so
     restoring θ costs no extra pass over the parameters.
     """
 
     seeds: list[int]
     coeffs: list[float]
     loss: float                  # the loss reported for this step (at θ, or the mean of the probes)
-    forward_passes: int
+    forward_passes: int          # evaluations of the step's whole batch (micro-batches together count once)
     pending: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    base_loss: float | None = None  # L(θ) itself, when the estimator evaluated it (one-sided, Forward-Grad)

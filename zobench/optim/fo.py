@@ -1,7 +1,10 @@
 """First-order baselines (FO-SGD, FO-Adam): backprop and a torch.optim optimizer.
 
-Weight decay skips biases and normalization weights (two parameter groups, as HF Trainer);
-the lr schedule is the same function the ZO optimizers use.
+Weight decay follows the rule every zobench optimizer uses: decoupled, θ ← θ − lr_t·λθ before
+the optimizer's own update (AdamW's rule, so FO-Adam is exactly torch's AdamW; for plain SGD it
+equals coupled L2), not applied to biases and normalization weights. The lr schedule is the
+same function the ZO optimizers use. Gradient accumulation over micro-batches sums
+w_i·∇L_i (zobench.optim.closure); a step counts one forward pass of the batch.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from zobench.errors import ConfigError
+from zobench.optim.closure import micro_batches
 from zobench.optim.decay import decays
 from zobench.optim.schedule import lr_factor
 
@@ -17,24 +22,32 @@ class FOOptimizer:
     family = "fo"
 
     def __init__(self, named_params: Sequence[tuple[str, torch.Tensor]], torch_optimizer: Callable, *,
-                 lr: float, weight_decay: float = 0.0, schedule: str = "constant", total_steps: int = 1):
+                 lr: float, weight_decay: float = 0.0, schedule: str = "constant", total_steps: int = 1,
+                 accumulation_steps: int = 1):
         self.params = [p for _, p in named_params]
-        groups = [
-            {"params": [p for n, p in named_params if decays(n)], "weight_decay": weight_decay},
-            {"params": [p for n, p in named_params if not decays(n)], "weight_decay": 0.0},
-        ]
-        self.opt = torch_optimizer([g for g in groups if g["params"]], lr=lr)
+        self.decayed = [p for n, p in named_params if decays(n)] if weight_decay else []
+        self.weight_decay, self.accumulation_steps = weight_decay, accumulation_steps
+        self.opt = torch_optimizer(self.params, lr=lr, weight_decay=0.0)  # decay is applied here, decoupled
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda t: lr_factor(schedule, t, total_steps))
 
-    def step(self, loss_fn: Callable[[], torch.Tensor]) -> dict:
+    def step(self, loss_fn: Callable) -> dict:
+        if self.accumulation_steps > 1 and getattr(loss_fn, "num_micro_batches", 1) != self.accumulation_steps:
+            raise ConfigError(f"optimizer.accumulation_steps={self.accumulation_steps} needs the trainer to pass a "
+                              "zobench.optim.closure.MicroBatchLoss with that many micro-batches.")
         lr = self.sched.get_last_lr()[0]
         self.opt.zero_grad(set_to_none=True)
+        loss = 0.0
         with torch.enable_grad():
-            loss = loss_fn()
-            loss.backward()
+            for weight, part in micro_batches(loss_fn):
+                value = part()
+                (value * weight).backward()
+                loss += weight * float(value.detach())
+        with torch.no_grad():
+            for p in self.decayed:
+                p.mul_(1 - lr * self.weight_decay)
         self.opt.step()
         self.sched.step()
-        return {"loss": float(loss.detach()), "forward_passes": 1, "lr": lr}
+        return {"loss": loss, "forward_passes": 1, "lr": lr}
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t))

@@ -1,50 +1,71 @@
-"""SPSA: the two-point (or one-point) zeroth-order gradient estimator.
+"""SPSA: the two-point (or one-sided) zeroth-order gradient estimator, in seed form.
 
 Two-sided, q directions (Spall 1992; MeZO, Malladi et al. 2023, Alg. 1 for q = 1):
-    ĝ = (1/q) Σ_j [(L(θ + ε z_j) − L(θ − ε z_j)) / (2ε)] · z_j,    z_j ~ N(0, I)
+    g_j = (L(θ + ε z_j) − L(θ − ε z_j)) / (2ε),    ĝ = (1/q) Σ_j g_j · z_j,    z_j ~ N(0, I)
     2q forward passes; E[ĝ] = ∇L(θ) + O(ε²).
 One-sided (ZO-Bench, Zhang et al. 2024, "forward difference"):
-    ĝ = (1/q) Σ_j [(L(θ + ε z_j) − L(θ)) / ε] · z_j,    q + 1 forward passes.
-The last probe is left in place (``pending``) for the update pass to undo.
+    g_j = (L(θ + ε z_j) − L(θ)) / ε,    q + 1 forward passes.
+``sign="projected"``: coefficients sign(g_j)/q instead of g_j/q, i.e. ĝ = (1/q) Σ_j sign(g_j)·z_j.
+This is what ZO-Bench's released code runs as "ZO-SGD-Sign" (``np.sign(projected_grad) * z``
+in its trainer), so ZO-Bench's published ZO-SGD-Sign numbers come from this variant; the paper
+describes the coordinate-wise sign(ĝ) of ZO-signSGD (Liu et al. 2019), which is the
+``scale_by_sign`` transform with ``sign="coordinate"`` (here the estimator is plain SPSA).
+
+Every loss is the batch loss Σ_i w_i L_i over micro-batches (zobench.optim.closure), so
+gradient accumulation gives the full-batch difference. Moving from one probe to the next is
+one sweep (undo + next probe); the last probe is left in place (``pending``) for the update
+sweep to undo.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
-from zobench.optim.directions import mix, perturb_
+from zobench.optim.closure import batch_loss
+from zobench.optim.directions import mix, perturb_many_
 from zobench.optim.estimate import SeedEstimate
+
+SIGNS = (None, "coordinate", "projected")
 
 
 class SPSA:
-    def __init__(self, num_directions: int = 1, one_sided: bool = False):
+    def __init__(self, num_directions: int = 1, one_sided: bool = False, sign: str | None = None):
         if num_directions < 1:
             raise ValueError("optimizer.estimator.num_directions must be >= 1")
-        self.num_directions, self.one_sided = num_directions, one_sided
+        if sign not in SIGNS:
+            raise ValueError(f"optimizer.estimator.sign={sign!r}: choose one of coordinate, projected, null")
+        self.num_directions, self.one_sided, self.sign = num_directions, one_sided, sign
+
+    @property
+    def measures_base_loss(self) -> bool:
+        return self.one_sided
 
     def forward_passes_per_step(self) -> int:
         return self.num_directions + 1 if self.one_sided else 2 * self.num_directions
 
     @torch.no_grad()
-    def __call__(self, params: list[torch.Tensor], loss_fn: Callable[[], float], eps: float, seed: int) -> SeedEstimate:
+    def __call__(self, params: list[torch.Tensor], loss_fn: Callable, eps: float, seed: int) -> SeedEstimate:
         q = self.num_directions
         seeds = [mix(seed, j) for j in range(q)]
         coeffs, losses = [], []  # losses: the mean of each probe pair, ≈ L(θ) + O(ε²)
-        base = float(loss_fn()) if self.one_sided else None
-        for j, s in enumerate(seeds):
-            perturb_(params, s, eps)
-            plus = float(loss_fn())
+        base = batch_loss(loss_fn) if self.one_sided else None
+        undo: list[tuple[int, float]] = []  # the previous probe, removed in the sweep that takes the next
+        for s in seeds:
+            perturb_many_(params, undo + [(s, eps)])
+            plus = batch_loss(loss_fn)
             if self.one_sided:
-                coeffs.append((plus - base) / (eps * q))
-                undo = -eps
+                g = (plus - base) / eps
+                undo = [(s, -eps)]
             else:
-                perturb_(params, s, -2 * eps)
-                minus = float(loss_fn())
-                coeffs.append((plus - minus) / (2 * eps * q))
+                perturb_many_(params, [(s, -2 * eps)])
+                minus = batch_loss(loss_fn)
+                g = (plus - minus) / (2 * eps)
                 losses.append((plus + minus) / 2)
-                undo = eps
-            if j < q - 1:
-                perturb_(params, s, undo)
+                undo = [(s, eps)]
+            if self.sign == "projected":
+                g = math.copysign(1.0, g) if g != 0 else 0.0
+            coeffs.append(g / q)
         loss = base if self.one_sided else sum(losses) / len(losses)
-        return SeedEstimate(seeds, coeffs, loss, self.forward_passes_per_step(), pending=[(seeds[-1], undo)])
+        return SeedEstimate(seeds, coeffs, loss, self.forward_passes_per_step(), pending=undo, base_loss=base)

@@ -1,0 +1,61 @@
+"""The loss closure an optimizer step evaluates: one batch, optionally split into micro-batches.
+
+``optimizer.step(loss_fn)`` accepts either a plain closure (``loss_fn()`` is the loss of the
+step's batch under the current parameters) or a ``MicroBatchLoss``, which also answers
+``loss_fn(i)``, the loss of micro-batch i, with ``weights[i]`` its share of the batch.
+
+ZO gradient accumulation (MeZO has none; ZO-Bench asserts it off): every estimator evaluates
+the batch loss at a point as Σ_i w_i·L_i(θ) with the perturbation held fixed, so each finite
+difference is the full-batch one, computed with the activation memory of one micro-batch.
+Forward passes are counted in evaluations of the whole batch: the M micro-batch forwards at
+one point count as one, so ``forward_passes`` compares across accumulation settings.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence
+
+import torch
+
+from zobench.errors import ConfigError
+
+
+class MicroBatchLoss:
+    """``batch`` split into ``num_micro_batches`` contiguous, near-equal parts.
+
+    ``weights[i] = len(part_i) / len(batch)``: exact for losses that are means over examples
+    (``classification``); for the token-weighted ``lm`` loss it weights micro-batches by
+    examples, as HF Trainer's gradient accumulation does.
+    """
+
+    def __init__(self, loss_of: Callable[[Sequence], torch.Tensor], batch: Sequence, num_micro_batches: int = 1):
+        if not 1 <= num_micro_batches <= len(batch):
+            raise ConfigError(
+                f"optimizer.accumulation_steps={num_micro_batches} is not allowed: expected an integer "
+                f"between 1 and trainer.batch_size={len(batch)} (each micro-batch needs an example)."
+            )
+        size, extra = divmod(len(batch), num_micro_batches)
+        bounds = [0]
+        for i in range(num_micro_batches):
+            bounds.append(bounds[-1] + size + (i < extra))
+        self.loss_of, self.batch = loss_of, batch
+        self.parts = [batch[a:b] for a, b in zip(bounds, bounds[1:])]
+        self.weights = [len(part) / len(batch) for part in self.parts]
+        self.num_micro_batches = num_micro_batches
+
+    def __call__(self, micro: int | None = None) -> torch.Tensor:
+        return self.loss_of(self.batch if micro is None else self.parts[micro])
+
+
+def micro_batches(loss_fn: Callable) -> list[tuple[float, Callable[[], torch.Tensor]]]:
+    """[(weight, closure)] of the micro-batches; a plain closure is one micro-batch of weight 1."""
+    weights = getattr(loss_fn, "weights", None)
+    if weights is None:
+        return [(1.0, loss_fn)]
+    return [(w, functools.partial(loss_fn, i)) for i, w in enumerate(weights)]
+
+
+@torch.no_grad()
+def batch_loss(loss_fn: Callable) -> float:
+    """The batch loss at the current parameters: Σ_i w_i·L_i, one micro-batch in memory at a time."""
+    return sum(w * float(part()) for w, part in micro_batches(loss_fn))

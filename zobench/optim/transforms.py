@@ -1,0 +1,109 @@
+"""Transforms: turn one parameter tensor's slice of the estimate into its update (optax style).
+
+A transform has ``init(params)`` (allocates its state), ``begin_step()`` (once per step, before
+the sweep), ``apply(i, g, p) -> u`` for tensor i (g is that tensor's slice of ĝ, p the
+tensor) and ``state_bytes()``. The ZO optimizer chains them: u = T_n(... T_1(g_i)), then
+θ_i ← θ_i − lr_t·(u + λ_i θ_i). State that a transform keeps is real memory and is reported.
+In half-precision runs the state is kept in fp32 (bf16 cannot hold Adam's second moment:
+1 − β₂ = 10⁻³ is below its 2⁻⁸ resolution, so v would stop moving).
+"""
+from __future__ import annotations
+
+import torch
+
+from zobench.errors import bad_choice
+
+
+def _state_like(p: torch.Tensor) -> torch.Tensor:
+    dtype = torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+    return torch.zeros(p.shape, dtype=dtype, device=p.device)
+
+
+class Transform:
+    stateful = False  # True: apply() advances state, so it may run once per step only
+
+    def init(self, params: list[torch.Tensor]) -> None:
+        pass
+
+    def begin_step(self) -> None:
+        pass
+
+    def apply(self, i: int, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.state_tensors())
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        return []
+
+
+class ScaleBySign(Transform):
+    """u = sign(g), coordinate-wise: ZO-signSGD (Liu et al., ICLR 2019), ZO-Bench's ZO-SGD-Sign.
+
+    ``sign="projected"`` passes g through unchanged: the estimator already took the sign of
+    the scalar projected gradient (ZO-Bench's code), see zobench.optim.spsa. One YAML key,
+    ``optimizer.sign``, sets both so that they cannot disagree.
+    """
+
+    def __init__(self, sign: str = "coordinate"):
+        if sign not in ("coordinate", "projected"):
+            raise bad_choice("optimizer.sign", sign, ("coordinate", "projected"))
+        self.sign = sign
+
+    def apply(self, i, g, p):
+        return g.sign_() if self.sign == "coordinate" else g
+
+
+class Momentum(Transform):
+    """Heavy-ball momentum (Polyak 1964) as torch.optim.SGD(momentum=β): m ← β·m + g;  u = m.  One copy of θ."""
+
+    stateful = True
+
+    def __init__(self, beta: float = 0.9):
+        self.beta = beta
+        self.m: list[torch.Tensor] = []
+
+    def init(self, params):
+        self.m = [_state_like(p) for p in params]
+
+    def apply(self, i, g, p):
+        m = self.m[i]
+        m.mul_(self.beta).add_(g.to(m.dtype))
+        return m.to(g.dtype)
+
+    def state_tensors(self):
+        return self.m
+
+
+class Adam(Transform):
+    """Adam moments on the estimate (Kingma & Ba 2015; ZO-Adam of ZO-Bench, Zhang et al. 2024):
+
+        m ← β₁m + (1−β₁)g,   v ← β₂v + (1−β₂)g²,   u = (m / (1−β₁ᵗ)) / (√(v / (1−β₂ᵗ)) + ε).
+    Two copies of θ. Weight decay is decoupled (AdamW-style), applied by the optimizer.
+    """
+
+    stateful = True
+
+    def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+        self.b1, self.b2, self.eps = b1, b2, eps
+        self.m: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.t = 0
+
+    def init(self, params):
+        self.m = [_state_like(p) for p in params]
+        self.v = [_state_like(p) for p in params]
+
+    def begin_step(self):
+        self.t += 1
+
+    def apply(self, i, g, p):
+        m, v, g32 = self.m[i], self.v[i], g.to(self.m[i].dtype)
+        m.mul_(self.b1).add_(g32, alpha=1 - self.b1)
+        v.mul_(self.b2).addcmul_(g32, g32, value=1 - self.b2)
+        denom = (v / (1 - self.b2 ** self.t)).sqrt_().add_(self.eps)
+        return (m / (1 - self.b1 ** self.t)).div_(denom).to(g.dtype)
+
+    def state_tensors(self):
+        return self.m + self.v
