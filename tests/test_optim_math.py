@@ -139,9 +139,9 @@ def test_forward_grad_needs_the_model():
 def test_conservative_step_never_accepts_a_higher_loss(one_sided):
     problem = LeastSquares()
     lr = 0.02  # small enough that θ − lr·δ often wins, large enough that θ and θ + lr·δ sometimes do
-    opt = build("zo_sgd_cons", problem, 60, lr=lr, weight_decay=0.05, **{"estimator.one_sided": one_sided})
+    opt = build("zo_sgd_cons", problem, 200, lr=lr, weight_decay=0.05, **{"estimator.one_sided": one_sided})
     applied = []
-    for t in range(60):
+    for t in range(200):
         before, start = [p.detach().clone() for p in problem.parameters()], float(problem.loss().detach())
         stats = opt.step(problem.loss)
         after = float(problem.loss().detach())

@@ -101,3 +101,55 @@ def test_q_directions_and_one_sided_count_forward_passes():
     x, loss, _ = quadratic()
     assert SPSA(num_directions=3)([x], loss, 1e-3, 0).forward_passes == 6
     assert SPSA(num_directions=3, one_sided=True)([x], loss, 1e-3, 0).forward_passes == 4
+
+
+def test_rademacher_directions_are_signs_with_identity_covariance():
+    from zobench.optim.directions import draw
+
+    z = torch.stack([draw(s, 0, 0, 4096, torch.device("cpu"), torch.float32, "rademacher") for s in range(64)])
+    assert set(z.unique().tolist()) == {-1.0, 1.0}
+    assert abs(z.mean().item()) < 0.01
+    second_moment = z.T @ z / z.shape[0]  # E[z zᵀ]: exactly 1 on the diagonal, ~0 off it
+    assert torch.allclose(torch.diagonal(second_moment), torch.ones(4096))
+    off = second_moment - torch.diag(torch.diagonal(second_moment))
+    assert off.abs().mean() < 0.15  # |mean of 64 random signs| ≈ 0.1
+    draws = [draw(7, 3, 1, 100, torch.device("cpu"), torch.float32, "rademacher") for _ in range(2)]
+    assert torch.equal(*draws)  # regenerated, not stored
+
+
+def test_spsa_with_rademacher_directions_is_unbiased():
+    x, loss, true_grad = quadratic()
+    spsa, n = SPSA(), 4000
+    spsa.distribution = "rademacher"
+    total = torch.zeros_like(x)
+    for seed in range(n):
+        est = spsa([x], loss, 1e-3, seed)
+        perturb_([x], *est.pending[0], distribution="rademacher")
+        total += sum(c * direction(s, 0, x, "rademacher") for s, c in zip(est.seeds, est.coeffs))
+    mean = total / n
+    assert torch.linalg.norm(mean - true_grad) < 0.25 * torch.linalg.norm(true_grad)
+
+
+def test_directions_are_drawn_in_chunks_so_temporaries_stay_small(monkeypatch):
+    """A tensor larger than a chunk is swept chunk by chunk: the largest z drawn is one chunk."""
+    import zobench.optim.directions as directions
+
+    monkeypatch.setattr(directions, "CHUNK", 100)
+    sizes = []
+    real_draw = directions.draw
+
+    def spy(seed, index, chunk, n, *args):
+        sizes.append(n)
+        return real_draw(seed, index, chunk, n, *args)
+
+    monkeypatch.setattr(directions, "draw", spy)
+    import zobench.optim.zo as zo
+
+    monkeypatch.setattr(zo, "draw", spy)
+    w = torch.zeros(1050)
+    opt = ZOOptimizer([("w", w)], SPSA(), lr=0.1, eps=1e-2, seed=0)
+    opt.step(lambda: (w - 1).pow(2).sum())
+    assert max(sizes) == 100 and sizes.count(50) == 3  # 10 full chunks + the 50-element tail, 3 passes
+    # the whole-tensor view equals the concatenated chunks
+    full = directions.direction(5, 0, w)
+    assert torch.equal(full[:100], real_draw(5, 0, 0, 100, w.device, w.dtype))

@@ -42,5 +42,6 @@ def build_optimizer(cfg: Any, named_params: Sequence[tuple[str, torch.Tensor]], 
         estimator = instantiate(cfg.estimator)
         transforms = [instantiate(t) for t in cfg.get("transforms") or []]
         return ZOOptimizer(named_params, estimator, transforms, eps=cfg.eps, seed=seed,
-                           conservative=cfg.get("conservative", False), model=model, **common)
+                           conservative=cfg.get("conservative", False), model=model,
+                           distribution=cfg.get("direction", "gaussian"), **common)
     return FOOptimizer(named_params, instantiate(cfg.torch_optimizer, _partial_=True), **common)

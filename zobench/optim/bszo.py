@@ -61,6 +61,8 @@ class KalmanPosterior:
 
 
 class BSZO:
+    distribution = "gaussian"  # set by ZOOptimizer from optimizer.direction
+
     def __init__(self, subspace_dim: int = 2, num_observations: int = 3, one_sided: bool = True,
                  extra_observations: str = "reuse", sigma_prior: float | str = "auto",
                  sigma_noise: float | str = "auto", adaptive_noise: bool = True, noise_ema: float = 0.1,
@@ -110,12 +112,12 @@ class BSZO:
             """Finite difference along u = Σ w_i z_i (one sweep per move: undo + next probe)."""
             nonlocal at
             probe = [(s, eps * float(c)) for s, c in zip(seeds, w)]
-            perturb_many_(params, [(s, -c) for s, c in at] + probe)
+            perturb_many_(params, [(s, -c) for s, c in at] + probe, self.distribution)
             plus = batch_loss(loss_fn)
             if self.one_sided:
                 at = probe
                 return (plus - base) / eps
-            perturb_many_(params, [(s, -2 * c) for s, c in probe])
+            perturb_many_(params, [(s, -2 * c) for s, c in probe], self.distribution)
             minus = batch_loss(loss_fn)
             at = [(s, -c) for s, c in probe]
             pair_means.append((plus + minus) / 2)

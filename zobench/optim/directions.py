@@ -1,16 +1,31 @@
 """Seeded random directions, regenerated per parameter tensor instead of stored.
 
-A ZO estimate is kept in *seed form*: ĝ = Σ_j c_j · z(s_j). The slice of z(s_j) that belongs to
-parameter tensor i is drawn from a generator seeded with mix(s_j, i), so it can be regenerated
-at any time, one tensor at a time, and no model-sized random vector ever exists (MeZO's
-in-place trick, Malladi et al. 2023, Alg. 1).
+A ZO estimate is kept in *seed form*: ĝ = Σ_j c_j · z(s_j). The part of z(s_j) that belongs to
+parameter tensor i is regenerated whenever it is needed, never stored, so no model-sized random
+vector exists (MeZO's in-place trick, Malladi et al. 2023, Alg. 1). Each tensor is drawn in
+chunks of at most ``CHUNK`` elements, chunk c from a generator seeded with mix(s_j, i, c): the
+largest temporary is one chunk (16 MiB in fp32), not the largest tensor (an embedding matrix
+is 113 MiB in SmolLM2-135M, 1 GiB in LLaMA-2-7B's fp32 vocab), so a ZO step's peak memory stays
+at the inference peak.
+
+Distributions (``optimizer.direction``):
+  gaussian    z ~ N(0, I): MeZO, ZO-Bench. E[zzᵀ] = I.
+  rademacher  z ∈ {−1, +1}ⁿ uniformly: Spall's original SPSA directions, also E[zzᵀ] = I (so
+              the two-point estimate stays unbiased to O(ε²)). Built from packed random bits:
+              8 bytes of generator output give 64 signs, expanded by a 256 × 8 lookup table,
+              which on CPU costs about a third of drawing Gaussians (the RNG is the wall of a CPU
+              ZO step, see ``make bench``).
 """
 from __future__ import annotations
 
 import torch
 
+DISTRIBUTIONS = ("gaussian", "rademacher")
+CHUNK = 1 << 22  # elements drawn per generator seeding: 4 Mi (16 MiB in fp32)
+
 _MASK64 = (1 << 64) - 1
 _generators: dict[torch.device, torch.Generator] = {}
+_sign_tables: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
 def splitmix64(x: int) -> int:
@@ -35,22 +50,56 @@ def _generator(device: torch.device) -> torch.Generator:
     return _generators[device]
 
 
-def direction(seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
-    """z(seed) restricted to tensor ``index``: standard Gaussian, shaped and typed like ``like``."""
-    gen = _generator(like.device)
-    gen.manual_seed(mix(seed, index))
-    return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
+def _sign_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Row b holds the 8 bits of byte b as ±1: byte → 8 signs in one gather."""
+    key = (device, dtype)
+    if key not in _sign_tables:
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+        _sign_tables[key] = (bits * 2 - 1).to(device=device, dtype=dtype)
+    return _sign_tables[key]
+
+
+def chunk_bounds(numel: int):
+    """(chunk index, start, stop) over a flat tensor of ``numel`` elements."""
+    for c, start in enumerate(range(0, max(numel, 1), CHUNK)):
+        yield c, start, min(start + CHUNK, numel)
+
+
+def draw(seed: int, index: int, chunk: int, n: int, device: torch.device, dtype: torch.dtype,
+         distribution: str = "gaussian") -> torch.Tensor:
+    """Chunk ``chunk`` (``n`` elements, flat) of z(seed) restricted to tensor ``index``."""
+    gen = _generator(device)
+    gen.manual_seed(mix(seed, index, chunk))
+    if distribution == "gaussian":
+        return torch.randn(n, generator=gen, device=device, dtype=dtype)
+    if distribution == "rademacher":
+        nbytes = (n + 7) // 8
+        words = torch.randint(-(2**63), 2**63 - 1, ((nbytes + 7) // 8,), generator=gen, device=device,
+                              dtype=torch.int64)
+        index_bytes = words.view(torch.uint8)[:nbytes].to(torch.int32)
+        return _sign_table(device, dtype).index_select(0, index_bytes).view(-1)[:n]
+    raise ValueError(f"optimizer.direction={distribution!r}: choose one of {', '.join(DISTRIBUTIONS)}")
+
+
+def flat(p: torch.Tensor) -> torch.Tensor:
+    """A flat view of a parameter (parameters are contiguous; in-place ops on the view reach p)."""
+    if not p.is_contiguous():
+        raise ValueError("ZO perturbations need contiguous parameter tensors")
+    return p.view(-1)
+
+
+def direction(seed: int, index: int, like: torch.Tensor, distribution: str = "gaussian") -> torch.Tensor:
+    """z(seed) restricted to tensor ``index``, whole, shaped and typed like ``like``.
+
+    For callers that need the whole tensor (Forward-Grad's tangents, tests); sweeps over the
+    parameters use ``draw`` chunk by chunk instead.
+    """
+    parts = [draw(seed, index, c, b - a, like.device, like.dtype, distribution) for c, a, b in chunk_bounds(like.numel())]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts))[: like.numel()].view(like.shape)
 
 
 @torch.no_grad()
-def perturb_(params: list[torch.Tensor], seed: int, scale: float) -> None:
-    """θ ← θ + scale · z(seed), in place, one tensor-sized temporary at a time."""
-    for i, p in enumerate(params):
-        p.add_(direction(seed, i, p), alpha=scale)
-
-
-@torch.no_grad()
-def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]]) -> None:
+def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]], distribution: str = "gaussian") -> None:
     """θ ← θ + Σ_j scale_j · z(seed_j) for ``moves`` = [(seed_j, scale_j)], in one sweep.
 
     Undoing one probe and taking the next (or probing along a combination of directions,
@@ -58,5 +107,13 @@ def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]]) ->
     """
     moves = [(s, c) for s, c in moves if c != 0.0]
     for i, p in enumerate(params):
-        for s, c in moves:
-            p.add_(direction(s, i, p), alpha=c)
+        view = flat(p)
+        for c, a, b in chunk_bounds(view.numel()):
+            part = view[a:b]
+            for s, scale in moves:
+                part.add_(draw(s, i, c, b - a, p.device, p.dtype, distribution), alpha=scale)
+
+
+def perturb_(params: list[torch.Tensor], seed: int, scale: float, distribution: str = "gaussian") -> None:
+    """θ ← θ + scale · z(seed), in place, one chunk-sized temporary at a time."""
+    perturb_many_(params, [(seed, scale)], distribution)

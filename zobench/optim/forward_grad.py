@@ -50,6 +50,7 @@ class _Closure(torch.nn.Module):
 
 
 class ForwardGrad:
+    distribution = "gaussian"  # set by ZOOptimizer from optimizer.direction
     measures_base_loss = True  # the primal of the dual forward is L(θ) exactly
 
     def __init__(self, num_directions: int = 1):
@@ -82,6 +83,6 @@ class ForwardGrad:
         q = self.num_directions
         seeds, coeffs, loss = [mix(seed, j) for j in range(q)], [], 0.0
         for s in seeds:
-            loss, slope = self.directional_derivative(params, loss_fn, [direction(s, i, p) for i, p in enumerate(params)])
+            loss, slope = self.directional_derivative(params, loss_fn, [direction(s, i, p, self.distribution) for i, p in enumerate(params)])
             coeffs.append(slope / q)
         return SeedEstimate(seeds, coeffs, loss, q, base_loss=loss)

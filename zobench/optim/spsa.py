@@ -31,6 +31,8 @@ SIGNS = (None, "coordinate", "projected")
 
 
 class SPSA:
+    distribution = "gaussian"  # set by ZOOptimizer from optimizer.direction
+
     def __init__(self, num_directions: int = 1, one_sided: bool = False, sign: str | None = None):
         if num_directions < 1:
             raise ValueError("optimizer.estimator.num_directions must be >= 1")
@@ -53,13 +55,13 @@ class SPSA:
         base = batch_loss(loss_fn) if self.one_sided else None
         undo: list[tuple[int, float]] = []  # the previous probe, removed in the sweep that takes the next
         for s in seeds:
-            perturb_many_(params, undo + [(s, eps)])
+            perturb_many_(params, undo + [(s, eps)], self.distribution)
             plus = batch_loss(loss_fn)
             if self.one_sided:
                 g = (plus - base) / eps
                 undo = [(s, -eps)]
             else:
-                perturb_many_(params, [(s, -2 * eps)])
+                perturb_many_(params, [(s, -2 * eps)], self.distribution)
                 minus = batch_loss(loss_fn)
                 g = (plus - minus) / (2 * eps)
                 losses.append((plus + minus) / 2)

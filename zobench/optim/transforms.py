@@ -1,8 +1,9 @@
 """Transforms: turn one parameter tensor's slice of the estimate into its update (optax style).
 
 A transform has ``init(params)`` (allocates its state), ``begin_step()`` (once per step, before
-the sweep), ``apply(i, g, p) -> u`` for tensor i (g is that tensor's slice of ĝ, p the
-tensor) and ``state_bytes()``. The ZO optimizer chains them: u = T_n(... T_1(g_i)), then
+the sweep), ``apply(i, g, p, sl) -> u`` for the flat elements ``sl`` of tensor i (g is that
+chunk of ĝ, p the same chunk of the parameter, flat; the sweep goes chunk by chunk so that no
+temporary is larger than a chunk) and ``state_bytes()``. The ZO optimizer chains them: u = T_n(... T_1(g_i)), then
 θ_i ← θ_i − lr_t·(u + λ_i θ_i). State that a transform keeps is real memory and is reported.
 In half-precision runs the state is kept in fp32 (bf16 cannot hold Adam's second moment:
 1 − β₂ = 10⁻³ is below its 2⁻⁸ resolution, so v would stop moving).
@@ -28,7 +29,7 @@ class Transform:
     def begin_step(self) -> None:
         pass
 
-    def apply(self, i: int, g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    def apply(self, i: int, g: torch.Tensor, p: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
         raise NotImplementedError
 
     def state_bytes(self) -> int:
@@ -51,7 +52,7 @@ class ScaleBySign(Transform):
             raise bad_choice("optimizer.sign", sign, ("coordinate", "projected"))
         self.sign = sign
 
-    def apply(self, i, g, p):
+    def apply(self, i, g, p, sl=slice(None)):
         return g.sign_() if self.sign == "coordinate" else g
 
 
@@ -67,8 +68,8 @@ class Momentum(Transform):
     def init(self, params):
         self.m = [_state_like(p) for p in params]
 
-    def apply(self, i, g, p):
-        m = self.m[i]
+    def apply(self, i, g, p, sl=slice(None)):
+        m = self.m[i].view(-1)[sl]
         m.mul_(self.beta).add_(g.to(m.dtype))
         return m.to(g.dtype)
 
@@ -98,8 +99,9 @@ class Adam(Transform):
     def begin_step(self):
         self.t += 1
 
-    def apply(self, i, g, p):
-        m, v, g32 = self.m[i], self.v[i], g.to(self.m[i].dtype)
+    def apply(self, i, g, p, sl=slice(None)):
+        m, v = self.m[i].view(-1)[sl], self.v[i].view(-1)[sl]
+        g32 = g.to(m.dtype)
         m.mul_(self.b1).add_(g32, alpha=1 - self.b1)
         v.mul_(self.b2).addcmul_(g32, g32, value=1 - self.b2)
         denom = (v / (1 - self.b2 ** self.t)).sqrt_().add_(self.eps)

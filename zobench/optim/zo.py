@@ -35,7 +35,7 @@ import torch
 from zobench.errors import ConfigError
 from zobench.optim.closure import batch_loss
 from zobench.optim.decay import decays
-from zobench.optim.directions import direction, mix
+from zobench.optim.directions import DISTRIBUTIONS, chunk_bounds, draw, flat, mix
 from zobench.optim.estimate import SeedEstimate
 from zobench.optim.schedule import lr_factor
 
@@ -46,7 +46,7 @@ class ZOOptimizer:
     def __init__(self, named_params: Sequence[tuple[str, torch.Tensor]], estimator, transforms=(), *,
                  lr: float, eps: float | None, weight_decay: float = 0.0, schedule: str = "constant",
                  total_steps: int = 1, seed: int = 0, conservative: bool = False, accumulation_steps: int = 1,
-                 model: torch.nn.Module | None = None):
+                 model: torch.nn.Module | None = None, distribution: str = "gaussian"):
         self.names = [n for n, _ in named_params]
         self.params = [p for _, p in named_params]
         self.estimator, self.transforms = estimator, list(transforms)
@@ -56,6 +56,9 @@ class ZOOptimizer:
         if conservative and any(tr.stateful for tr in self.transforms):
             raise ConfigError("optimizer.conservative=true is not allowed with momentum or Adam transforms: "
                               "it evaluates two candidate updates, which would advance their state twice.")
+        if distribution not in DISTRIBUTIONS:
+            raise ConfigError(f"optimizer.direction={distribution!r} is not allowed: choose one of {', '.join(DISTRIBUTIONS)}.")
+        self.distribution = estimator.distribution = distribution  # z ~ N(0, I) or Rademacher, everywhere
         self.seed, self.t = seed, 0
         self.seed_log: list[tuple[int, list[int], list[float], float]] = []
         if hasattr(estimator, "setup"):
@@ -89,26 +92,42 @@ class ZOOptimizer:
         """Move every θ_i from θ_i + frm·δ_i to θ_i + to·δ_i, δ_i = u_i + λ_i θ_i, undoing ``undo`` first.
 
         With p = θ(1 + frm·λ) + frm·u:  θ + to·δ = (p − frm·u)·(1 + to·λ)/(1 + frm·λ) + to·u.
-        The plain update is frm = 0, to = −lr: θ ← θ(1 − lr·λ) − lr·u.
+        The plain update is frm = 0, to = −lr: θ ← θ(1 − lr·λ) − lr·u. Chunk by chunk: z is drawn
+        once per chunk and serves both the undo and the update.
         """
         undo = dict(undo)
+        linear = not self.transforms and not frm  # u is linear in z: fold everything into one axpy
         for i, p in enumerate(self.params):
-            g = None
-            for s, c in zip(est.seeds, est.coeffs):
-                z = direction(s, i, p)
-                if s in undo:
-                    p.add_(z, alpha=undo[s])
-                g = z.mul_(c) if g is None else g.add_(z, alpha=c)
-            for s, scale in undo.items():
-                if s not in est.seeds:
-                    p.add_(direction(s, i, p), alpha=scale)
-            for tr in self.transforms:
-                g = tr.apply(i, g, p)
-            if frm:
-                p.add_(g, alpha=-frm)
-            if self.decay[i]:
-                p.mul_((1 + to * self.decay[i]) / (1 + frm * self.decay[i]))
-            p.add_(g, alpha=to)
+            view, decay = flat(p), self.decay[i]
+            shrink = (1 + to * decay) / (1 + frm * decay) if decay else 1.0
+            for c, a, b in chunk_bounds(view.numel()):
+                part, n = view[a:b], b - a
+                if linear:  # θ ← θ·shrink + Σ_s (undo_s·shrink + to·c_s)·z_s: one pass per direction
+                    if shrink != 1.0:
+                        part.mul_(shrink)
+                    weights = {s: undo.get(s, 0.0) * shrink for s in undo}
+                    for s, coeff in zip(est.seeds, est.coeffs):
+                        weights[s] = weights.get(s, 0.0) + to * coeff
+                    for s, w in weights.items():
+                        if w:
+                            part.add_(draw(s, i, c, n, p.device, p.dtype, self.distribution), alpha=w)
+                    continue
+                g = None
+                for s, coeff in zip(est.seeds, est.coeffs):
+                    z = draw(s, i, c, n, p.device, p.dtype, self.distribution)
+                    if s in undo:
+                        part.add_(z, alpha=undo[s])
+                    g = z.mul_(coeff) if g is None else g.add_(z, alpha=coeff)
+                for s, scale in undo.items():
+                    if s not in est.seeds:
+                        part.add_(draw(s, i, c, n, p.device, p.dtype, self.distribution), alpha=scale)
+                for tr in self.transforms:
+                    g = tr.apply(i, g, part, slice(a, b))
+                if frm:
+                    part.add_(g, alpha=-frm)
+                if decay:
+                    part.mul_(shrink)
+                part.add_(g, alpha=to)
 
     def _conservative(self, est: SeedEstimate, lr: float, loss_fn: Callable, base: float) -> tuple[float, int]:
         """Keep the best of θ, θ − lr·δ, θ + lr·δ; returns (the lr applied, forward passes spent)."""
