@@ -23,6 +23,9 @@ KINDS = ("causal", "masked")
 
 # Specials first so their ids are stable across families: pad=0, bos=1, eos=2, unk=3, mask=4.
 TINY_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<mask>")
+# The tasks' verbalizers as whole tokens, so tiny masked LMs can score them at the mask as
+# RoBERTa does (its BPE has " great", " terrible", "Yes", "No" as single tokens).
+TINY_WORDS = (" terrible", " great", "No", "Yes")
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -61,8 +64,8 @@ def weights_source(model_cfg: Any) -> str:
 def build_tiny_tokenizer():
     """A byte-level BPE tokenizer with no merges: every byte is a token, so any text encodes.
 
-    Built in memory (no download): 5 specials + 256 byte symbols. ``<s>`` is prepended, as
-    OPT and LLaMA tokenizers do.
+    Built in memory (no download): 5 specials + 256 byte symbols + the task verbalizers as
+    whole words. ``<s>`` is prepended, as OPT and LLaMA tokenizers do.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -74,6 +77,9 @@ def build_tiny_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    from tokenizers import AddedToken
+
+    tok.add_tokens([AddedToken(w, normalized=False) for w in TINY_WORDS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         unk_token="<unk>", mask_token="<mask>",
