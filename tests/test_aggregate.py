@@ -1,0 +1,291 @@
+"""The aggregator: summaries -> DataFrame -> dev-selected, seed-grouped tables beside published numbers.
+
+Unit parts run on fake run directories written here; one test makes real tiny-model runs through
+``zobench.run.run_cell`` and aggregates them through the console script's ``main``; one executes
+``notebooks/results.ipynb`` against those runs (``ZOBENCH_RUNS_DIR``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from zobench import ROOT
+from zobench.aggregate import (SeedStats, build_tables, group_seeds, layout_names, load_layout, load_published,
+                               load_runs, plot_convergence, plot_memory_vs_seq_len, problems, select_by_dev,
+                               to_csv, to_latex, to_markdown)
+from zobench.aggregate.layout import Layout, mask
+
+# -- fake runs --------------------------------------------------------------------------------
+BASE = dict(status="completed", error=None, model="tiny-opt", task="sst2", tuning="full", optimizer="zo_sgd",
+            dtype="fp32", template="mezo", metric="accuracy", lr=1e-3, eps=1e-3, steps_budget=4, steps=4, seed=0,
+            forward_passes=8, forward_passes_per_step=2, best_dev_score=0.5, best_dev_accuracy=0.5,
+            test_score=0.5, test_accuracy=0.5, peak_memory_bytes=2 * 2**30, inference_peak_memory_bytes=2**30,
+            step_time_ms=10.0)
+
+
+def write_run(root: Path, name: str, config: dict | None = None, metrics: list[dict] | None = None,
+              summary: bool = True, **fields) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    if summary:
+        (run / "summary.json").write_text(json.dumps({**BASE, **fields}))
+    if config is not None:
+        import yaml
+
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    if metrics is not None:
+        (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return run
+
+
+def test_load_runs_lists_unfinished_and_superseded_runs(tmp_path):
+    write_run(tmp_path, "a", seed=0)
+    write_run(tmp_path, "b", seed=1, status="diverged", error="Diverged: loss is nan at step 3", test_score=None)
+    write_run(tmp_path, "killed", summary=False, metrics=[{"step": 1, "loss": 1.0}],
+              config={"model": {"name": "tiny-opt"}, "task": {"name": "sst2"}, "seed": 2, "trainer": {"max_length": 64}})
+    old = write_run(tmp_path, "c-old", seed=3, status="failed", error="RuntimeError: boom")
+    new = write_run(tmp_path, "c-new", seed=3)
+    os.utime(old / "summary.json", (1, 1))  # older than c-new
+    runs = load_runs(tmp_path)
+    status = dict(zip(runs["run_dir"], runs["status"]))
+    assert status == {"a": "completed", "b": "diverged", "killed": "incomplete", "c-old": "superseded",
+                      "c-new": "completed"}
+    killed = runs.set_index("run_dir").loc["killed"]
+    assert killed["task"] == "sst2" and killed["seq_len"] == 64  # identity from config.yaml
+    assert set(problems(runs)["run_dir"]) == {"b", "killed", "c-old"}
+    assert runs.set_index("run_dir").loc["a", "memory_ratio"] == pytest.approx(2.0)
+    assert new.exists()
+
+
+def test_seed_stats():
+    s = SeedStats.of([0.5, 0.7, float("nan")])
+    assert (s.mean, s.n) == (pytest.approx(0.6), 2) and s.std == pytest.approx(0.1414, abs=1e-4)
+    one = SeedStats.of([0.9])
+    assert one.n == 1 and math.isnan(one.std)  # one seed has no spread, not a spread of 0
+    assert SeedStats.of([]).n == 0
+
+
+def test_group_seeds_one_row_per_configuration(tmp_path):
+    for i, (lr, seed, test) in enumerate([(1e-3, 0, 0.5), (1e-3, 1, 0.7), (1e-4, 0, 0.6)]):
+        write_run(tmp_path, f"r{i}", lr=lr, seed=seed, test_score=test)
+    g = group_seeds(load_runs(tmp_path), ["test_score"], ["lr"]).set_index("lr")
+    assert g.loc[1e-3, "n"] == 2 and g.loc[1e-3, "test_score_mean"] == pytest.approx(0.6)
+    assert g.loc[1e-4, "n"] == 1
+
+
+def test_selection_uses_dev_never_test(tmp_path):
+    # lr 1e-3: better on dev, worse on test; lr 1e-4: the reverse. Dev decides.
+    for seed in (0, 1):
+        write_run(tmp_path, f"a{seed}", lr=1e-3, seed=seed, best_dev_score=0.8, test_score=0.55 + 0.1 * seed)
+        write_run(tmp_path, f"b{seed}", lr=1e-4, seed=seed, best_dev_score=0.6, test_score=0.95)
+    sel = select_by_dev(load_runs(tmp_path))
+    assert sel.chosen == {"lr": 1e-3} and sel.n_configs == 2 and len(sel.runs) == 2
+    assert sel.runs["test_score"].mean() == pytest.approx(0.6)
+    assert "best of 2 on dev" in sel.describe()
+
+
+def test_selection_without_dev_scores_takes_one_configuration(tmp_path):
+    write_run(tmp_path, "z1", steps_budget=0, lr=1e-3, best_dev_score=None)
+    write_run(tmp_path, "z2", steps_budget=0, lr=1e-4, best_dev_score=None)
+    assert len(select_by_dev(load_runs(tmp_path)).runs) == 1
+
+
+def test_mask_operators():
+    df = pd.DataFrame({"steps_budget": [0, 4, None], "optimizer": ["zo_sgd", "fo_adam", "zo_sgd"], "lr": [1e-6, 1e-5, 1e-6]})
+    assert mask(df, {"steps_budget": {"gt": 0}}).tolist() == [False, True, False]
+    assert mask(df, {"optimizer": ["zo_sgd"], "lr": 1.0e-6}).tolist() == [True, False, True]
+    assert mask(df, {"optimizer": {"ne": "zo_sgd"}}).tolist() == [False, True, False]
+    assert not mask(df, {"no_such_column": 1}).any()
+    assert mask(df, {"no_such_column": 1}, missing_ok=True).all()
+    with pytest.raises(ValueError, match="unknown operator"):
+        mask(df, {"lr": {"approx": 1}})
+
+
+LAYOUT = {
+    "title": "T", "row_header": "Method", "split_by": ["model"],
+    "rows": [{"specs": [{"label": "Zero-shot", "where": {"steps_budget": 0}},
+                        {"label": "ZO", "where": {"optimizer": "zo_sgd", "steps_budget": {"gt": 0}}}]}],
+    "columns": [{"key": "task", "values": ["sst2", "copa"], "labels": {"sst2": "SST-2"}}],
+    "value": "test_score", "scale": 100, "fmt": "{:.1f}",
+    "published": {"files": ["p.csv"], "where": {"model": "tiny-opt"}, "ignore": ["model"]},
+}
+PUBLISHED = ("model,task,optimizer,steps_budget,measure,value,paper,table,note,protocol\n"
+             "tiny-opt,sst2,zo_sgd,1000,test_score,70.0,Paper A,Table 9,ZO row,selected on dev\n"
+             "tiny-opt,sst2,,0,test_score,40.0,Paper A,Table 9,zero-shot row,no training\n")
+
+
+@pytest.fixture
+def fake_grid(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(runs, f"zo-a-{seed}", seed=seed, lr=1e-3, best_dev_score=0.7, test_score=0.60 + 0.02 * seed)
+        write_run(runs, f"zo-b-{seed}", seed=seed, lr=1e-4, best_dev_score=0.5, test_score=0.90)
+        write_run(runs, f"other-model-{seed}", model="tiny-llama", seed=seed, test_score=0.55)
+    write_run(runs, "zs", steps_budget=0, steps=0, best_dev_score=None, test_score=0.45)
+    write_run(runs, "copa-0", task="copa", seed=0, test_score=0.52)
+    write_run(runs, "bad", task="copa", seed=1, status="failed", error="RuntimeError: out of memory", test_score=None)
+    pub_dir = tmp_path / "published"
+    pub_dir.mkdir()
+    (pub_dir / "p.csv").write_text(PUBLISHED)
+    return load_runs(runs), load_published(["p.csv"], pub_dir)
+
+
+def test_layout_builds_dev_selected_seed_grouped_cells(fake_grid):
+    runs, published = fake_grid
+    tables = build_tables(Layout.from_dict(LAYOUT, "t"), runs, published)
+    assert [t.split for t in tables] == [{"model": "tiny-llama"}, {"model": "tiny-opt"}]
+    t = tables[1]
+    assert t.row_labels == ["Zero-shot", "ZO"] and t.col_labels == ["SST-2", "copa"]
+    zo = t.cells[(1, 0)]
+    assert zo.stats.n == 2 and zo.stats.mean == pytest.approx(61.0)  # lr 1e-3 (dev), not 1e-4 (test 90)
+    assert zo.published == 70.0 and zo.diff == pytest.approx(-9.0)
+    assert t.cells[(0, 0)].stats.mean == pytest.approx(45.0) and t.cells[(0, 0)].published == 40.0
+    assert t.cells[(1, 1)].stats.n == 1  # copa: one seed completed, the other failed
+    assert list(t.problems["run_dir"]) == ["bad"]
+    assert any("steps_budget: published 0, 1000; measured 0, 4" in d for d in t.differences)
+    # the other model's table shows the published number but no difference: it is another model
+    other = tables[0].cells[(1, 0)]
+    assert other.published == 70.0 and math.isnan(other.diff)
+
+
+def test_renderers_show_cells_published_and_problems(fake_grid):
+    runs, published = fake_grid
+    tables = build_tables(Layout.from_dict(LAYOUT, "t"), runs, published)
+    md = to_markdown(tables[1])
+    assert "| ZO | 61.0 ± 1.4 [70.0; Δ −9.0] | 52.0 (n=1) |" in md
+    assert "- failed: bad" in md and "out of memory" in md
+    assert "lr=0.001 (best of 2 on dev" in md
+    assert "Paper A, Table 9" in md
+    assert "No Δ where the published number is for another model" in to_markdown(tables[0])
+    tex = to_latex(tables[1])
+    assert r"\pm" in tex and r"\toprule" in tex and "Zero-shot" in tex
+    frame = pd.read_csv(pd.io.common.StringIO(to_csv(tables)))
+    row = frame[(frame.model == "tiny-opt") & (frame.row == "ZO") & (frame.column == "SST-2")].iloc[0]
+    assert row["n"] == 2 and row["published"] == 70.0 and row["diff"] == pytest.approx(-9.0)
+    assert row["runs"].count(";") == 1
+
+
+def test_published_numbers_need_their_source(tmp_path):
+    (tmp_path / "bad.csv").write_text("task,measure,value,paper,table,note\nsst2,test_score,1.0,Paper,Table 1,\n")
+    with pytest.raises(ValueError, match="no 'note'"):
+        load_published(["bad.csv"], tmp_path)
+
+
+def test_shipped_published_numbers_have_sources():
+    pub = load_published()
+    assert len(pub) >= 30
+    assert pub["value"].map(lambda v: isinstance(v, float) and not math.isnan(v)).all()
+    mezo = pub[pub["file"].eq("mezo2023_table1_opt13b.csv")].set_index(["task", "tuning", "optimizer"], drop=False)
+    assert mezo.loc[("sst2", "full", "zo_sgd"), "value"].item() == 91.4  # MeZO Table 1, OPT-13B
+    assert mezo.loc[("multirc", "full", "fo_adam"), "value"].item() == 71.1
+
+
+@pytest.mark.parametrize("name", layout_names())
+def test_every_shipped_layout_builds(name, fake_grid):
+    runs, _ = fake_grid
+    layout = load_layout(name)
+    for table in build_tables(layout, runs, load_published()):
+        to_markdown(table), to_latex(table), to_csv([table])
+
+
+def test_every_experiment_composes_to_a_sweep_over_existing_choices():
+    from zobench.aggregate.reproduce import GROUPS, block_names, plan_block
+
+    for scale in ("cpu", "full"):
+        names = block_names(scale)
+        assert names and all("base" not in n.rsplit("/", 1)[1] for n in names)
+        for name in names:
+            block = plan_block(name)
+            assert block.jobs, name
+            assert all(str(job.get("seed", 0)).isdigit() for job in block.jobs)
+            for group in GROUPS:  # every choice a block names exists (none left out today)
+                assert group not in block.skipped, (name, block.skipped)
+    assert any(j["model"] == "smollm2-135m" for j in plan_block("cpu/mezo_opt13b/zo_full").jobs)
+    assert {j["optimizer.lr"] for j in plan_block("full/mezo_opt13b/zo_full").jobs} == {1e-6, 1e-7}  # MeZO's grid
+
+
+def test_cost_model_estimates():
+    from zobench.aggregate.reproduce import cpu_seconds, gpu_seconds
+
+    cell = dict(model="smollm2-135m", task="sst2", tuning="full", optimizer="zo_sgd", family="zo", steps=6,
+                batch=8, eval_every=3, zero_shot=False, max_length=512, num_dev=16, num_eval=48)
+    assert 10 < cpu_seconds(cell) < 60
+    assert cpu_seconds({**cell, "tuning": "lora"}) < cpu_seconds(cell)
+    wall, gpu_h = gpu_seconds({**cell, "model": "opt-13b", "steps": 20000, "batch": 16})
+    assert wall == pytest.approx(20000 * 2.702) and gpu_h == pytest.approx(wall / 3600)  # MeZO Table 23
+    assert gpu_seconds({**cell, "model": "llama2-7b"}) is None
+
+
+def test_plots_read_metrics_and_sequence_lengths(tmp_path):
+    runs_dir = tmp_path / "runs"
+    metrics = [{"step": 1, "loss": 2.0, "lr": 1e-3, "step_time_ms": 5, "forward_passes": 2},
+               {"step": 2, "loss": 1.5, "lr": 1e-3, "step_time_ms": 5, "forward_passes": 4},
+               {"step": 2, "dev_accuracy": 0.6}]
+    for i, seq_len in enumerate((64, 128, 256)):
+        for opt, mult in (("zo_sgd", 1.0), ("fo_adam", 3.0)):
+            write_run(runs_dir, f"{opt}-{seq_len}", optimizer=opt, lr=1e-3 * (i + 1), seq_len=seq_len,
+                      peak_memory_bytes=int(mult * seq_len * 2**24), metrics=metrics)
+    write_run(runs_dir, "from-config", optimizer="zo_adam", peak_memory_bytes=2**30, metrics=metrics,
+              config={"trainer": {"max_length": 512}})
+    runs = load_runs(runs_dir)
+    assert runs.set_index("run_dir").loc["from-config", "seq_len"] == 512  # trainer.max_length from config.yaml
+    paths = plot_memory_vs_seq_len(runs, tmp_path / "fig")
+    assert sorted(p.name for p in paths) == ["memory-vs-seq-len_tiny-opt_sst2.pdf", "memory-vs-seq-len_tiny-opt_sst2.png"]
+    conv = plot_convergence(runs, runs_dir, tmp_path / "fig")
+    assert {p.suffix for p in conv} == {".png", ".pdf"} and all(p.stat().st_size > 1000 for p in conv)
+
+
+# -- real runs --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """Four tiny-model cells (2 learning rates x 2 seeds) and one that diverges, run for real."""
+    from tests.conftest import SMALL, compose_cfg
+    from tests.native_data import write_native
+    from zobench.run import run_cell
+
+    tmp = tmp_path_factory.mktemp("aggregate")
+    data, runs = write_native(tmp / "data"), tmp / "runs"
+    for lr in ("1e-3", "1e-4"):
+        for seed in (0, 1):
+            cfg = compose_cfg(*SMALL, f"data.dir={data}", "optimizer=zo_sgd", f"optimizer.lr={lr}", f"seed={seed}")
+            assert run_cell(cfg, runs / f"zo_sgd-lr{lr}-seed{seed}")["status"] == "completed"
+    cfg = compose_cfg(*SMALL, f"data.dir={data}", "optimizer.lr=1e38", "optimizer.eps=1")
+    assert run_cell(cfg, runs / "diverges")["status"] == "diverged"
+    return runs
+
+
+def test_cli_aggregates_real_runs(real_runs, tmp_path, capsys):
+    from zobench.aggregate.cli import main
+
+    out = tmp_path / "out"
+    main([str(real_runs), "--table", "mezo_opt13b", "--table", "zobench_sst2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "### MeZO Table 1" in printed and "model=tiny-opt" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| MeZO |"))
+    assert "±" in row and "[91.4]" in row  # two seeds; MeZO's OPT-13B number beside, no Δ (another model)
+    assert "diverged: diverges" in printed
+    for name in ("mezo_opt13b.md", "mezo_opt13b.tex", "mezo_opt13b.csv", "tables.md", "runs.csv", "COMMAND.txt"):
+        assert (out / name).exists(), name
+    assert (out / "figures" / "convergence_tiny-opt_sst2.png").exists()
+    csv = pd.read_csv(out / "mezo_opt13b.csv")
+    cell = csv[(csv.row == "MeZO") & (csv.column == "SST-2")].iloc[0]
+    assert cell["n"] == 2 and cell["n_configs"] == 2 and "on dev" in cell["chosen"]
+
+
+def test_notebook_executes_against_the_runs(real_runs, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("ZOBENCH_RUNS_DIR", str(real_runs))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(ROOT / "notebooks" / "results.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    text = "\n".join(o.get("text", "") + json.dumps(o.get("data", {})) for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
+    assert "MeZO Table 1" in text and "diverged" in text
+    assert (real_runs / "aggregate" / "notebook-figures" / "convergence_tiny-opt_sst2.png").exists()

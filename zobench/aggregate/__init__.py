@@ -1,0 +1,42 @@
+"""Aggregate: run directories -> one DataFrame -> paper tables (Markdown, LaTeX, CSV) and figures.
+
+    load.py       summary.json (+ a few config.yaml settings) -> one row per run; unfinished and
+                  superseded runs are rows too, so they are listed, never silently dropped
+    seeds.py      mean, std, n over seeds
+    select.py     per cell, the LR/eps grid point with the best mean dev score (never test)
+    layout.py     conf/tables/<name>.yaml -> rows x columns of cells
+    published.py  conf/published/*.csv: published numbers with their sources, joined beside
+    render.py     Markdown, LaTeX, CSV, with what was left out listed under each table
+    plots.py      convergence, accuracy vs memory, memory vs sequence length (PNG + PDF)
+    cli.py        ``zobench-aggregate RUNS_DIR [--table NAME ...] [--out DIR]``
+    reproduce.py  ``make reproduce-tables``: run the paper grids (conf/experiment/), then aggregate
+
+In a notebook::
+
+    from zobench.aggregate import load_runs, load_layout, build_tables, load_published, to_markdown
+    runs = load_runs("runs/reproduce-cpu")
+    for table in build_tables(load_layout("mezo_opt13b"), runs, load_published()):
+        print(to_markdown(table))
+"""
+from zobench.aggregate.layout import Layout, Table, build_tables, layout_names, load_layout
+from zobench.aggregate.load import load_runs, problems
+from zobench.aggregate.plots import (plot_accuracy_vs_memory, plot_all, plot_convergence, plot_memory_vs_seq_len,
+                                     read_metrics)
+from zobench.aggregate.published import load_published
+from zobench.aggregate.render import to_csv, to_frame, to_latex, to_markdown
+from zobench.aggregate.seeds import SeedStats, group_seeds
+from zobench.aggregate.select import select_by_dev
+
+
+
+def aggregate(runs_dir, tables=None, out=None, plots=True, command=None) -> dict:
+    """Tables and figures of ``runs_dir`` written under ``out`` (see ``zobench.aggregate.cli``)."""
+    from zobench.aggregate.cli import aggregate as _aggregate  # lazy: `python -m ...cli` stays clean
+
+    return _aggregate(runs_dir, tables, out, plots, command)
+
+
+__all__ = ["aggregate", "Layout", "Table", "build_tables", "layout_names", "load_layout", "load_runs", "problems",
+           "plot_accuracy_vs_memory", "plot_all", "plot_convergence", "plot_memory_vs_seq_len", "read_metrics",
+           "load_published", "to_csv", "to_frame", "to_latex", "to_markdown", "SeedStats", "group_seeds",
+           "select_by_dev"]

@@ -1,0 +1,174 @@
+"""Run directories -> one pandas DataFrame, one row per run.
+
+Every ``summary.json`` under a root becomes a row (its scalar fields, plus a few settings read
+from the run's ``config.yaml`` that the summary does not carry: batch size, max length, ...).
+A directory with a ``config.yaml`` or ``metrics.jsonl`` but no ``summary.json`` is a run that
+never finished (killed, still running): it becomes a row with ``status == "incomplete"``, so
+it is listed under the tables instead of silently missing from them.
+
+The same configuration and seed run twice (a re-run after a failure) keeps the newest
+completed run; the others get ``status == "superseded"`` and are listed too.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# settings a summary does not hold, read from config.yaml: column -> dotted path in the config
+CONFIG_FIELDS = {
+    "batch_size": "trainer.batch_size",
+    "max_length": "trainer.max_length",
+    "loss": "trainer.loss",
+    "eval_every": "trainer.eval_every",
+    "weight_decay": "optimizer.weight_decay",
+    "schedule": "optimizer.schedule",
+    "num_directions": "optimizer.estimator.num_directions",
+    "direction": "optimizer.direction",
+    "accumulation_steps": "optimizer.accumulation_steps",
+    "one_sided": "optimizer.estimator.one_sided",
+    "sign": "optimizer.sign",
+    "block_level": "optimizer.estimator.level",
+    "block_restrict": "optimizer.estimator.restrict",
+    "sparsity": "optimizer.estimator.sparsity",
+    "sparsity_group": "optimizer.estimator.group",
+    "resample_every": "optimizer.estimator.resample_every",
+    "zo_layers": "optimizer.zo_layers",
+    "zo_lr": "optimizer.zo_lr",
+    "pad_to_length": "trainer.pad_to_length",
+    "num_train": "data.num_train",
+    "num_dev": "data.num_dev",
+    "num_eval": "data.num_eval",
+    # identity, for runs that died before writing a summary
+    "model": "model.name", "task": "task.name", "tuning": "tuning.name", "optimizer": "optimizer.name",
+    "seed": "seed", "dtype": "dtype", "lr": "optimizer.lr", "eps": "optimizer.eps",
+    "template": "task.template", "metric": "task.metric", "steps_budget": "trainer.steps",
+}
+
+# What makes two runs the same configuration (seed aside). Columns absent from a frame are skipped.
+CONFIG_KEYS = ["model", "task", "tuning", "optimizer", "dtype", "template", "metric", "loss", "lr", "eps",
+               "weight_decay", "schedule", "num_directions", "direction", "accumulation_steps", "one_sided", "sign",
+               "block_level", "block_restrict", "sparsity", "sparsity_group", "resample_every", "zo_layers", "zo_lr",
+               "pad_to_length", "steps_budget", "batch_size", "max_length",
+               "num_train", "num_dev", "num_eval"]
+
+STATUS_OK = "completed"
+GIB = 2**30
+
+
+def _dig(tree: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _number(value: Any) -> Any:
+    """JSON has no NaN/inf: zobench.record writes them as strings; turn them back into floats."""
+    if isinstance(value, str) and value.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        return float(value)
+    return value
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return {}
+    try:
+        import yaml
+
+        return yaml.safe_load(path.read_text()) or {}
+    except Exception:  # a half-written config must not stop the aggregation
+        return {}
+
+
+def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
+    """One row: the summary's scalar fields, config extras, and where the run lives."""
+    summary_path = run_dir / "summary.json"
+    row: dict[str, Any] = {}
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except json.JSONDecodeError as exc:
+            summary = {"status": "failed", "error": f"unreadable summary.json: {exc}"}
+        row.update({k: _number(v) for k, v in summary.items() if not isinstance(v, (dict, list))})
+        versions = summary.get("versions") or {}
+        row["git_commit"] = versions.get("git_commit")
+        for key in ("num_train", "num_dev", "num_eval"):
+            if isinstance(summary.get("data"), dict) and key in summary["data"]:
+                row[key] = summary["data"][key]
+        row["finished_at"] = summary_path.stat().st_mtime
+    else:
+        row.update(status="incomplete", error="no summary.json: the run was killed or is still running")
+        row["finished_at"] = max((p.stat().st_mtime for p in run_dir.iterdir()), default=0.0)
+    config = _read_config(run_dir)
+    for column, dotted in CONFIG_FIELDS.items():
+        if row.get(column) is None:
+            value = _dig(config, dotted)
+            if value is not None:
+                row[column] = value
+    if row.get("seq_len") is None and row.get("max_length") is not None:
+        row["seq_len"] = row["max_length"]  # the runs do not record a measured length yet
+    row["run_dir"] = str(run_dir.relative_to(root)) if run_dir != root else "."
+    return row
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Directories holding a summary.json, or a config.yaml / metrics.jsonl without one."""
+    root = Path(root)
+    marks = {"summary.json", "config.yaml", "metrics.jsonl"}
+    found = {p.parent for name in marks for p in root.rglob(name)}
+    # hydra writes its own config.yaml under <run>/.hydra/: that directory is not a run
+    return sorted(d for d in found if d.name != ".hydra")
+
+
+def _derive(df: pd.DataFrame) -> pd.DataFrame:
+    for column in ("peak_memory_bytes", "inference_peak_memory_bytes"):
+        if column in df:
+            df[column.replace("_bytes", "_gib")] = pd.to_numeric(df[column], errors="coerce") / GIB
+    if {"peak_memory_bytes", "inference_peak_memory_bytes"} <= set(df.columns):
+        df["memory_ratio"] = (pd.to_numeric(df["peak_memory_bytes"], errors="coerce")
+                              / pd.to_numeric(df["inference_peak_memory_bytes"], errors="coerce"))
+    return df
+
+
+def mark_superseded(df: pd.DataFrame) -> pd.DataFrame:
+    """Same configuration and seed more than once: keep the newest completed run (else the newest)."""
+    keys = [k for k in CONFIG_KEYS + ["seed"] if k in df.columns]
+    if df.empty or not keys:
+        return df
+    df = df.copy()
+    order = df.assign(_ok=df["status"].eq(STATUS_OK)).sort_values(["_ok", "finished_at"], ascending=False)
+    keep = order.groupby(keys, dropna=False, sort=False).head(1).index
+    dup = ~df.index.isin(keep)
+    df.loc[dup, "error"] = df.loc[dup].apply(
+        lambda r: f"superseded by a newer run of the same configuration and seed (was {r['status']})", axis=1)
+    df.loc[dup, "status"] = "superseded"
+    return df
+
+
+def load_runs(root: str | Path) -> pd.DataFrame:
+    """Every run under ``root`` (summary.json or an unfinished run directory) as one DataFrame."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"runs directory {root} does not exist")
+    rows = [read_run(d, root) for d in find_run_dirs(root)]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["status", "run_dir"])
+    for column in ("lr", "eps", "best_dev_score", "best_dev_accuracy", "test_score", "test_accuracy",
+                   "zero_shot_score", "zero_shot_accuracy", "step_time_ms", "weight_decay"):
+        if column in df:
+            df[column] = pd.to_numeric(df[column], errors="coerce")
+    df = _derive(mark_superseded(df))
+    return df.sort_values("run_dir").reset_index(drop=True)
+
+
+def problems(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs that are not usable as results: failed, diverged, incomplete, superseded."""
+    if df.empty:
+        return df
+    return df[df["status"].ne(STATUS_OK)]

@@ -1,0 +1,290 @@
+"""``make reproduce-tables [SCALE=cpu|full]``: run the paper grids, then build their tables.
+
+The grids are the Hydra experiment overlays ``conf/experiment/<scale>/<layout>/<block>.yaml``
+(``base.yaml`` files are shared settings, not blocks). Each block runs as one Hydra multirun
+into ``RUNS_DIR/<layout>/<block>``; re-running resumes it (completed cells are skipped). A
+choice a block names but ``conf/`` does not have yet (an optimizer still being written) is left
+out with a message, not an error. Before anything runs, the estimated duration of every block
+is printed:
+
+* ``full``: OPT-13B / OPT-1.3B from the Hugging Face hub on GPUs. Training steps are timed from
+  MeZO's own per-step wall-clock (Malladi et al. 2023, Appendix F.6, Table 23, A100-80GB),
+  scaled by batch size and by forward passes per step; evaluation is not counted. It refuses
+  to start without CUDA unless ``--force``.
+* ``cpu``: SmolLM2-135M on 2 CPU cores, from a cost model timed on this project's machines
+  (constants below, measured with one thread and scaled to two).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zobench import CONF_DIR, ROOT
+
+GROUPS = ("model", "task", "tuning", "optimizer")
+LAYOUT_ORDER = ("mezo_opt13b", "zobench_sst2", "copa_winogrande_opt13b", "memory_time")
+
+# -- CPU cost model: SmolLM2-135M, fp32. Timed with torch on 1 thread (process time) on this
+# workplace's shared 2-core machine while other jobs ran, so the estimates lean long.
+FWD_OVERHEAD_S = 0.08          # one forward call, whatever its size
+FWD_S_PER_TOKEN = 0.0031       # per token of a padded batch (8 x 16 tokens: 0.50 s; 8 x 384: 9.7 s)
+ZO_SWEEP_FULL_S = 1.03         # one seeded pass of N(0, 1) over all 135M parameters (3 per ZO-SGD step)
+FO_UPDATE_FULL_S = 4.0         # backward bookkeeping + AdamW/SGD update of 135M parameters
+THREAD_SPEEDUP = 1.6           # 2 threads against 1
+JOB_OVERHEAD_S = 4.0           # per cell in a multirun: load weights, sample data
+PROCESS_START_S = 15.0         # per block: python, torch, transformers, hydra
+TOKENS = {"sst2": 17, "copa": 14, "winogrande": 23, "multirc": 387}  # mean tokens of a gold sequence
+PAIRS = {"sst2": 2, "copa": 2, "winogrande": 2, "multirc": 2}        # candidates per example
+EVAL_PAIRS_PER_BATCH = 32
+# forward-pass equivalents and parameter sweeps per step, per optimizer (zo_sgd: 2 forwards, perturb
+# +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
+STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_adam": (2, 5),
+             "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (4, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0)}
+
+# -- GPU: seconds per training step from MeZO Table 23 (MultiRC, A100-80GB), batch in brackets,
+# and the GPUs it took. conf/published/mezo2023_memory_time.csv holds the same numbers with sources.
+GPU_STEP_S = {("opt-13b", "zo"): (2.702, 16, 1), ("opt-13b", "fo"): (13.638, 8, 4),
+              ("opt-1.3b", "zo"): (0.815, 16, 1), ("opt-1.3b", "fo"): (0.784, 8, 1)}
+
+
+@dataclass
+class Block:
+    name: str                      # e.g. cpu/mezo_opt13b/zo_full
+    jobs: list[dict]               # one dict of sweep values per cell
+    skipped: dict = field(default_factory=dict)   # group -> choices conf/ does not have
+    overrides: list[str] = field(default_factory=list)  # narrowed sweeps passed on the command line
+    seconds: float = 0.0
+    gpu_hours: float = 0.0
+    unknown: int = 0               # jobs the model cannot estimate
+
+    @property
+    def layout(self) -> str:
+        return self.name.split("/")[1]
+
+
+def block_names(scale: str) -> list[str]:
+    root = CONF_DIR / "experiment" / scale
+    names = [p for p in root.rglob("*.yaml") if p.stem != "base" and p.parent != root]
+    order = {n: i for i, n in enumerate(LAYOUT_ORDER)}
+    names.sort(key=lambda p: (order.get(p.parent.name, 99), p.parent.name, p.stem))
+    return [str(p.relative_to(CONF_DIR / "experiment").with_suffix("")) for p in names]
+
+
+def _compose(overrides: list[str], hydra_config: bool = False):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+
+
+def _sweep_values(key: str, value) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_overrides([f"{key}={value}"])[0]
+    return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+
+
+def plan_block(name: str, extra: list[str] = ()) -> Block:
+    """The cells of one block; ``extra`` command-line overrides narrow or replace its sweeps, as Hydra does."""
+    fixed = [o for o in extra if "=" in o and not o.startswith("hydra")]
+    cfg = _compose([f"+experiment={name}"], hydra_config=True)
+    params = {str(k): v for k, v in (cfg.hydra.sweeper.params or {}).items()}
+    for o in fixed:  # the command line wins over hydra.sweeper.params for the same key
+        key, value = o.split("=", 1)
+        params[key.lstrip("+")] = value
+    axes, skipped, overrides = {}, {}, []
+    for key, value in params.items():
+        values = _sweep_values(key, value)
+        if key in GROUPS:
+            have = [v for v in values if (CONF_DIR / key / f"{v}.yaml").exists()]
+            if len(have) < len(values):
+                skipped[key] = [v for v in values if v not in have]
+                overrides.append(f"{key}={','.join(map(str, have))}" if have else "")
+            values = have
+        axes[key] = values
+    if any(not v for v in axes.values()):
+        return Block(name, [], skipped, overrides)
+    jobs = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+    return Block(name, jobs, skipped, [o for o in overrides if o])
+
+
+def _shape_keys(job: dict) -> list[str]:
+    return [k for k in job if k not in ("seed", "optimizer.lr", "optimizer.eps")]
+
+
+def _job_settings(name: str, job: dict, cache: dict) -> dict:
+    """The settings of one cell that its cost depends on (composed once per distinct shape)."""
+    shape = tuple((k, job[k]) for k in _shape_keys(job))
+    if shape not in cache:
+        cfg = _compose([f"+experiment={name}", *(f"{k}={v}" for k, v in shape)])
+        t, d = cfg.trainer, cfg.data
+        cache[shape] = dict(model=cfg.model.name, task=cfg.task.name, tuning=cfg.tuning.name,
+                            optimizer=cfg.optimizer.name, family=cfg.optimizer.get("family", "zo"),
+                            steps=int(t.steps), batch=int(t.batch_size), eval_every=int(t.eval_every),
+                            zero_shot=bool(t.zero_shot), max_length=int(t.max_length),
+                            num_dev=int(d.num_dev), num_eval=int(d.num_eval),
+                            demonstrations=int(cfg.tuning.get("num_demonstrations") or 0))
+    return cache[shape]
+
+
+def _fwd_s(tokens: float) -> float:
+    return FWD_OVERHEAD_S + FWD_S_PER_TOKEN * tokens
+
+
+def cpu_seconds(s: dict) -> float:
+    """Wall-clock seconds of one SmolLM2-135M cell on 2 cores (the cost model above)."""
+    tokens = min(TOKENS.get(s["task"], 64) * (1 + s.get("demonstrations", 0)), s["max_length"])
+    fwd, full = _fwd_s(s["batch"] * tokens), s["tuning"] == "full"
+    fwds, sweeps = STEP_COST.get(s["optimizer"], (2, 3))
+    if s["family"] == "fo":
+        step = fwds * fwd + (FO_UPDATE_FULL_S if full else 0.3)
+    else:
+        step = fwds * fwd + sweeps * (ZO_SWEEP_FULL_S if full else 0.02)
+    pair = _fwd_s(EVAL_PAIRS_PER_BATCH * tokens) / EVAL_PAIRS_PER_BATCH
+    pairs = PAIRS.get(s["task"], 2)
+    steps = s["steps"] if s["tuning"] != "icl" else 0
+    dev_evals = math.ceil(steps / s["eval_every"]) if steps else 0
+    evals = s["num_eval"] * (1 + (s["zero_shot"] and steps > 0))
+    cpu = steps * step + (dev_evals * s["num_dev"] + evals) * pairs * pair
+    return cpu / THREAD_SPEEDUP + JOB_OVERHEAD_S
+
+
+def gpu_seconds(s: dict) -> tuple[float, float] | None:
+    """(wall seconds, GPU-hours) of the training steps of one cell, from MeZO Table 23; None if unknown."""
+    family = "fo" if s["family"] == "fo" else "zo"
+    known = GPU_STEP_S.get((s["model"], family))
+    if known is None or s["tuning"] == "icl":
+        return None if known is None else (0.0, 0.0)
+    per_step, batch, gpus = known
+    fwds = STEP_COST.get(s["optimizer"], (2, 3))[0]
+    scale = (s["batch"] / batch) * (fwds / (3 if family == "fo" else 2))
+    wall = s["steps"] * per_step * scale
+    return wall, wall * gpus / 3600
+
+
+def estimate(block: Block, scale: str) -> Block:
+    cache: dict = {}
+    for job in block.jobs:
+        s = _job_settings(block.name, job, cache)
+        if scale == "cpu":
+            block.seconds += cpu_seconds(s)
+        else:
+            g = gpu_seconds(s)
+            if g is None:
+                block.unknown += 1
+            else:
+                block.seconds += g[0]
+                block.gpu_hours += g[1]
+    if scale == "cpu" and block.jobs:
+        block.seconds += PROCESS_START_S
+    return block
+
+
+def _hms(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min"
+
+
+def print_plan(blocks: list[Block], scale: str) -> float:
+    total = sum(b.seconds for b in blocks)
+    print(f"[reproduce-tables] SCALE={scale}: {sum(len(b.jobs) for b in blocks)} cells in {len(blocks)} blocks")
+    for b in blocks:
+        extra = ""
+        if scale == "full":
+            extra = f", {b.gpu_hours:8.0f} GPU-h" + (f" ({b.unknown} cells not estimated)" if b.unknown else "")
+        print(f"  {b.name:48s} {len(b.jobs):4d} cells  ~{_hms(b.seconds):>9s}{extra}")
+        for group, missing in b.skipped.items():
+            print(f"      left out, no conf/{group}/<name>.yaml yet: {group}={','.join(missing)}")
+    if scale == "cpu":
+        print(f"  estimated total: ~{_hms(total)} on 2 idle CPU cores (cost model in zobench/aggregate/reproduce.py; other jobs on the machine make it longer)")
+    else:
+        gpu_h = sum(b.gpu_hours for b in blocks)
+        print(f"  estimated total: ~{total / 3600:.0f} h of training steps run one after another, "
+              f"{gpu_h:.0f} GPU-hours on A100-80GB (MeZO Table 23 per-step times; evaluation not counted).")
+        print("  The full grids need GPUs and the Hugging Face hub (OPT-13B / OPT-1.3B weights, GLUE/SuperGLUE "
+              "data unless DATA_DIR is given). FT of OPT-13B needs ~316 GB (MeZO Table 22): on one GPU those "
+              "cells fail out-of-memory and are listed under the tables. hydra/launcher=submitit_slurm spreads "
+              "a block over a cluster.")
+    return total
+
+
+def _dirname_excludes() -> str:
+    """conf/config.yaml's override_dirname exclusions plus ``experiment``: a cell's directory is named by
+    its sweep values only (the experiment is already the folder above it, and its '/' would nest)."""
+    cfg = _compose([], hydra_config=True)
+    keys = list(cfg.hydra.job.config.override_dirname.exclude_keys) + ["experiment"]
+    return f"hydra.job.config.override_dirname.exclude_keys=[{','.join(dict.fromkeys(keys))}]"
+
+
+def run_block(block: Block, runs_dir: Path, data_dir: str | None, extra: list[str], threads: int | None = None) -> int:
+    sweep_dir = runs_dir / block.name.split("/", 1)[1]
+    cmd = [sys.executable, "-m", "zobench", "-m", f"+experiment={block.name}", f"hydra.sweep.dir={sweep_dir}",
+           _dirname_excludes(), *block.overrides, *([f"data.dir={data_dir}"] if data_dir else []), *extra]
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: shared cores are not burnt spinning
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    print(f"[reproduce-tables] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zobench.aggregate.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
+    parser.add_argument("--runs-dir", help="default runs/reproduce-<scale>")
+    parser.add_argument("--data-dir", help="local copies of the datasets (data.dir); default: the hub")
+    parser.add_argument("--only", action="append", default=[], metavar="LAYOUT[/BLOCK]",
+                        help="run only these layouts or blocks (repeatable), e.g. mezo_opt13b or mezo_opt13b/zo_full")
+    parser.add_argument("--threads", type=int, help="torch/OpenMP threads per cell (default: torch's choice, "
+                        "one per core; 1 is faster on a machine other jobs share)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimates, run nothing")
+    parser.add_argument("--force", action="store_true", help="SCALE=full without CUDA")
+    parser.add_argument("--command", help="the command to record beside the tables (default: this one)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every block, e.g. hydra/launcher=joblib")
+    args = parser.parse_args(argv)
+    runs_dir = Path(args.runs_dir or ROOT / "runs" / f"reproduce-{args.scale}").resolve()
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    names = [n for n in block_names(args.scale)
+             if not args.only or any(n.split("/", 1)[1] == o or n.split("/")[1] == o for o in args.only)]
+    blocks = [estimate(plan_block(n, args.overrides), args.scale) for n in names]
+    print_plan(blocks, args.scale)
+    if args.dry_run:
+        return 0
+    if args.scale == "full" and not args.force:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("[reproduce-tables] SCALE=full needs CUDA GPUs (and the hub); none here. "
+                  "Use SCALE=cpu, or --force to start anyway.", file=sys.stderr)
+            return 2
+    started, failures = time.time(), []
+    for block in blocks:
+        if not block.jobs:
+            print(f"[reproduce-tables] {block.name}: nothing to run (every choice is missing)")
+            continue
+        if run_block(block, runs_dir, data_dir, args.overrides, args.threads) != 0:
+            failures.append(block.name)  # a sweep records its failed cells itself; this is a crash
+    print(f"[reproduce-tables] grids done in {_hms(time.time() - started)}"
+          + (f"; blocks that crashed: {', '.join(failures)}" if failures else ""))
+    from zobench.aggregate.cli import aggregate
+
+    command = args.command or " ".join(shlex.quote(a) for a in ["python", "-m", "zobench.aggregate.reproduce",
+                                                                 *(argv if argv is not None else sys.argv[1:])])
+    result = aggregate(runs_dir, out=runs_dir / "aggregate", command=command)
+    print(result["markdown"])
+    print(f"[reproduce-tables] tables and figures: {runs_dir / 'aggregate'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    sys.exit(main())

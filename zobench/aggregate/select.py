@@ -1,0 +1,63 @@
+"""Hyperparameter selection on dev, never on test.
+
+A table cell (say ZO-SGD, LoRA, SST-2) usually holds runs of several configurations (the
+LR/eps grid) times several seeds. The cell reports the test score of the configuration whose
+mean best-dev score over its seeds is highest. ZO-Bench picks the grid point by test accuracy;
+zobench does not: the test set is only read for the configuration that dev chose.
+
+Ties on dev go to the first configuration in sorted order, so the choice is deterministic.
+Runs without a dev score (zero-shot, ``steps == 0``) are all equivalent: the first is taken.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from zobench.aggregate.load import CONFIG_KEYS
+
+DEV_COLUMN = "best_dev_score"  # the task's metric on dev (accuracy, or F1 for MultiRC)
+
+
+@dataclass
+class Selection:
+    runs: pd.DataFrame                      # the chosen configuration's runs (one per seed)
+    n_configs: int                          # configurations the cell held
+    chosen: dict = field(default_factory=dict)  # the chosen values of the keys that varied in the cell
+    dev_mean: float = math.nan              # mean dev score of the chosen configuration
+
+    def describe(self) -> str:
+        if self.n_configs <= 1:
+            return ""
+        shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.chosen.items())
+        dev = "" if math.isnan(self.dev_mean) else f", dev {self.dev_mean:.4f}"
+        return f"{shown} (best of {self.n_configs} on dev{dev})"
+
+
+def config_keys(df: pd.DataFrame) -> list[str]:
+    return [k for k in CONFIG_KEYS if k in df.columns]
+
+
+def select_by_dev(cell: pd.DataFrame, dev_column: str = DEV_COLUMN) -> Selection:
+    """The runs of the configuration in ``cell`` with the best mean dev score over seeds."""
+    if cell.empty:
+        return Selection(cell, 0)
+    keys = config_keys(cell)
+    varying = [k for k in keys if cell[k].nunique(dropna=False) > 1]
+    if not varying:
+        return Selection(cell, 1, {}, _mean(cell, dev_column))
+    groups = list(cell.groupby(varying, dropna=False, sort=True))
+    scored = [(_mean(runs, dev_column), i) for i, (_, runs) in enumerate(groups)]
+    finite = [s for s in scored if not math.isnan(s[0])]
+    best = max(finite, key=lambda s: (s[0], -s[1])) if finite else (math.nan, 0)
+    values, runs = groups[best[1]]
+    values = values if isinstance(values, tuple) else (values,)
+    return Selection(runs, len(groups), dict(zip(varying, values)), best[0])
+
+
+def _mean(runs: pd.DataFrame, column: str) -> float:
+    if column not in runs:
+        return math.nan
+    vals = pd.to_numeric(runs[column], errors="coerce").dropna()
+    return float(vals.mean()) if len(vals) else math.nan
