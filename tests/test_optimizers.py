@@ -47,6 +47,12 @@ EXPECTED = {
     "forward_grad": Row(0, 1, 0.03, 5e-3),
     # auto σ = √(n/1e6) is sized for LLMs; the 15-parameter quadratic needs σ of its gradient's scale
     "bszo": Row(0, 3, 0.1, 0.3, (("estimator.sigma_prior", 1.0), ("estimator.sigma_noise", 1.0))),
+    # block-wise ZO and its equal-cost baseline: the quadratic is one block (B = 1); tiny-opt has B = 4
+    "zo_sgd_block": Row(0, 2, 0.03, 1e-2),
+    "zo_sgd_block_baseline": Row(0, 2, 0.03, 1e-2),
+    "zo_sgd_sparse": Row(0, 2, 0.1, 1e-2),  # density 0.25 (the quadratic starts at 0: ties share it evenly)
+    # the quadratic has no layers: it is all head, so all backprop; lr is the FO part's
+    "hybrid_zo_fo": Row(0, 1, 0.1, 0.1),
     "fo_sgd": Row(0, 1, 0.1, 3e-2),
     "fo_adam": Row(2, 1, 0.1, 3e-3),
 }

@@ -12,6 +12,9 @@ Prediction is the argmax of the mean candidate log-prob (MeZO, Malladi et al. 20
 Training losses:
   lm:             -Σ log p(gold tokens) / #gold tokens   (only the gold pairs are forwarded)
   classification: cross-entropy over candidates, with mean log-probs as logits
+  accuracy / f1:  −accuracy / −F1 of the batch's predictions (all candidates scored), a step
+                  function of θ with no gradient: ZO optimizers only (MeZO §3.3, Malladi et al.
+                  2023). A finite difference of it is often exactly 0 (no prediction flips).
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ import torch.nn.functional as F
 from zobench.errors import ConfigError
 from zobench.tasks.base import Example
 
-LOSSES = ("lm", "classification")
+LOSSES = ("lm", "classification", "accuracy", "f1")
+NON_DIFFERENTIABLE = ("accuracy", "f1")  # −metric of the batch's predictions: ZO optimizers only (zobench.validate)
 
 
 @dataclasses.dataclass
@@ -161,6 +165,10 @@ class Scorer:
             logits = _per_example(scores, examples)
             gold = torch.tensor([ex.gold for ex in examples], device=logits.device)
             return F.cross_entropy(logits, gold)
+        if loss in NON_DIFFERENTIABLE:  # MeZO §3.3: minimize −accuracy / −F1 of the batch's predictions
+            pairs = [(i, c) for i, ex in enumerate(examples) for c in range(len(ex.candidates))]
+            predictions = _per_example(self.score_pairs(pairs, examples), examples).argmax(-1).tolist()
+            return torch.tensor(-metrics(predictions, examples)[loss], dtype=torch.float64)
         raise ConfigError(f"trainer.loss={loss!r} is not allowed: choose one of {', '.join(LOSSES)}.")
 
     @torch.no_grad()

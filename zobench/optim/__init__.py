@@ -3,6 +3,9 @@
 ZO family: ``estimator`` (spsa.SPSA, forward_grad.ForwardGrad, bszo.BSZO) returns ĝ in seed
 form; ``transforms`` (transforms.ScaleBySign, Momentum, Adam) shape each tensor's update;
 zo.ZOOptimizer runs the sweep, weight decay, schedule and the conservative option.
+Estimators with masked directions: blockwise.BlockSPSA (block-wise ZO and its equal-cost baseline),
+sparse.SparseSPSA (sparsity-induced ZO). Hybrid family: hybrid.HybridZOFO, ZO for the embeddings and
+the first K layers, a torch.optim class on the rest.
 FO family: fo.FOOptimizer wraps a torch.optim class. Every optimizer takes the same
 ``weight_decay`` (decoupled, no decay on biases and norms), ``schedule`` and ``accumulation_steps``.
 """
@@ -17,7 +20,7 @@ from zobench.errors import ConfigError
 from zobench.optim.fo import FOOptimizer
 from zobench.optim.zo import ZOOptimizer
 
-FAMILIES = ("zo", "fo")
+FAMILIES = ("zo", "fo", "hybrid")  # hybrid: ZO for the shallow layers, backprop for the deep ones (hybrid.py)
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -38,6 +41,10 @@ def build_optimizer(cfg: Any, named_params: Sequence[tuple[str, torch.Tensor]], 
     check_dtype(cfg, named_params)
     common = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, schedule=cfg.schedule, total_steps=total_steps,
                   accumulation_steps=cfg.get("accumulation_steps", 1))
+    if cfg.family == "hybrid":
+        from zobench.optim.hybrid import build_hybrid
+
+        return build_hybrid(cfg, named_params, total_steps, seed, model)
     if cfg.family == "zo":
         estimator = instantiate(cfg.estimator)
         transforms = [instantiate(t) for t in cfg.get("transforms") or []]

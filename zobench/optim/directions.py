@@ -18,6 +18,8 @@ Distributions (``optimizer.direction``):
 """
 from __future__ import annotations
 
+from typing import Mapping, Protocol
+
 import torch
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
@@ -98,20 +100,49 @@ def direction(seed: int, index: int, like: torch.Tensor, distribution: str = "ga
     return (parts[0] if len(parts) == 1 else torch.cat(parts))[: like.numel()].view(like.shape)
 
 
+# -- Masked directions (block-wise and sparse ZO: zobench/optim/blockwise.py, sparse.py) ---------
+# A direction may carry a mask m: it is then z(seed) ⊙ m. ``masks`` maps a seed to its mask; a seed
+# without one is the whole z. ``mask.covers(i)`` says whether tensor i is touched at all (a block
+# holds whole tensors: the others cost no random numbers); ``mask.apply_(z, i, chunk, start)``
+# zeroes the excluded elements of one chunk in place (a sparse mask, regenerated from its own seed).
+
+
+class Mask(Protocol):
+    def covers(self, index: int) -> bool: ...
+
+    def apply_(self, z: torch.Tensor, index: int, chunk: int, start: int) -> torch.Tensor: ...
+
+
+def draw_masked(seed: int, index: int, chunk: int, start: int, n: int, device: torch.device, dtype: torch.dtype,
+                distribution: str = "gaussian", mask: Mask | None = None) -> torch.Tensor | None:
+    """``draw`` times the seed's mask; None where the mask leaves tensor ``index`` out entirely."""
+    if mask is None:
+        return draw(seed, index, chunk, n, device, dtype, distribution)
+    if not mask.covers(index):
+        return None
+    return mask.apply_(draw(seed, index, chunk, n, device, dtype, distribution), index, chunk, start)
+
+
 @torch.no_grad()
-def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]], distribution: str = "gaussian") -> None:
+def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]], distribution: str = "gaussian",
+                  masks: Mapping[int, Mask] | None = None) -> None:
     """θ ← θ + Σ_j scale_j · z(seed_j) for ``moves`` = [(seed_j, scale_j)], in one sweep.
 
     Undoing one probe and taking the next (or probing along a combination of directions,
     as BSZO does) costs one pass over the parameters instead of one per direction.
+    ``masks``: seed -> Mask for masked directions (z ⊙ m); tensors no move covers are skipped.
     """
+    masks = masks or {}
     moves = [(s, c) for s, c in moves if c != 0.0]
     for i, p in enumerate(params):
+        live = [(s, c) for s, c in moves if s not in masks or masks[s].covers(i)]
+        if not live:
+            continue
         view = flat(p)
         for c, a, b in chunk_bounds(view.numel()):
             part = view[a:b]
-            for s, scale in moves:
-                part.add_(draw(s, i, c, b - a, p.device, p.dtype, distribution), alpha=scale)
+            for s, scale in live:
+                part.add_(draw_masked(s, i, c, a, b - a, p.device, p.dtype, distribution, masks.get(s)), alpha=scale)
 
 
 def perturb_(params: list[torch.Tensor], seed: int, scale: float, distribution: str = "gaussian") -> None:

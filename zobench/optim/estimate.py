@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass
@@ -19,3 +20,6 @@ class SeedEstimate:
     forward_passes: int          # evaluations of the step's whole batch (micro-batches together count once)
     pending: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     base_loss: float | None = None  # L(θ) itself, when the estimator evaluated it (one-sided, Forward-Grad)
+    # seed -> Mask (zobench.optim.directions): that direction is z(seed) ⊙ m (block-wise, sparse ZO);
+    # seeds without one are the whole z. The update sweep applies the same masks.
+    masks: dict[int, Any] = dataclasses.field(default_factory=dict)

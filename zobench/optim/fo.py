@@ -49,5 +49,12 @@ class FOOptimizer:
         self.sched.step()
         return {"loss": loss, "forward_passes": 1, "lr": lr}
 
+    def state_dict(self) -> dict:
+        return {"optimizer": self.opt.state_dict(), "schedule": self.sched.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["schedule"])
+
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t))

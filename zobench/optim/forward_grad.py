@@ -52,6 +52,7 @@ class _Closure(torch.nn.Module):
 class ForwardGrad:
     distribution = "gaussian"  # set by ZOOptimizer from optimizer.direction
     measures_base_loss = True  # the primal of the dual forward is L(θ) exactly
+    replayable = False  # its coefficients are tangents, not functions of loss values: checkpoint the state
 
     def __init__(self, num_directions: int = 1):
         if num_directions < 1:

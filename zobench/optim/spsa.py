@@ -32,6 +32,7 @@ SIGNS = (None, "coordinate", "projected")
 
 class SPSA:
     distribution = "gaussian"  # set by ZOOptimizer from optimizer.direction
+    average = True  # coefficients g_j/q; block-wise ZO (zobench/optim/blockwise.py) sums g_j z_j over blocks instead
 
     def __init__(self, num_directions: int = 1, one_sided: bool = False, sign: str | None = None):
         if num_directions < 1:
@@ -47,27 +48,33 @@ class SPSA:
     def forward_passes_per_step(self) -> int:
         return self.num_directions + 1 if self.one_sided else 2 * self.num_directions
 
+    def direction_masks(self, seeds: list[int]) -> dict:
+        """seed -> Mask restricting z_j to z_j ⊙ m (block-wise and sparse ZO override this); {}: the whole z_j."""
+        return {}
+
     @torch.no_grad()
     def __call__(self, params: list[torch.Tensor], loss_fn: Callable, eps: float, seed: int) -> SeedEstimate:
         q = self.num_directions
         seeds = [mix(seed, j) for j in range(q)]
+        masks = self.direction_masks(seeds)
         coeffs, losses = [], []  # losses: the mean of each probe pair, ≈ L(θ) + O(ε²)
         base = batch_loss(loss_fn) if self.one_sided else None
         undo: list[tuple[int, float]] = []  # the previous probe, removed in the sweep that takes the next
         for s in seeds:
-            perturb_many_(params, undo + [(s, eps)], self.distribution)
+            perturb_many_(params, undo + [(s, eps)], self.distribution, masks)
             plus = batch_loss(loss_fn)
             if self.one_sided:
                 g = (plus - base) / eps
                 undo = [(s, -eps)]
             else:
-                perturb_many_(params, [(s, -2 * eps)], self.distribution)
+                perturb_many_(params, [(s, -2 * eps)], self.distribution, masks)
                 minus = batch_loss(loss_fn)
                 g = (plus - minus) / (2 * eps)
                 losses.append((plus + minus) / 2)
                 undo = [(s, eps)]
             if self.sign == "projected":
                 g = math.copysign(1.0, g) if g != 0 else 0.0
-            coeffs.append(g / q)
+            coeffs.append(g / q if self.average else g)
         loss = base if self.one_sided else sum(losses) / len(losses)
-        return SeedEstimate(seeds, coeffs, loss, self.forward_passes_per_step(), pending=undo, base_loss=base)
+        return SeedEstimate(seeds, coeffs, loss, self.forward_passes_per_step(), pending=undo, base_loss=base,
+                            masks=masks)

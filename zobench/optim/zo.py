@@ -1,7 +1,8 @@
 """The ZO optimizer: an estimator (seed form), then one update sweep over the parameters.
 
 Per step t, with base seed s_t = mix(run seed, t) and lr_t = lr · schedule(t):
-    ĝ = Σ_j c_j z(s_j)                         (estimator: SPSA, Forward-Grad, BSZO)
+    ĝ = Σ_j c_j z(s_j)                         (estimator: SPSA, Forward-Grad, BSZO; block-wise and
+                                                sparse ZO mask z(s_j) to z(s_j) ⊙ m_j: SeedEstimate.masks)
     for each trainable tensor θ_i, in one sweep:
         θ_i ← θ_i + r·z_i(s_pending)            (undo the estimator's last probe)
         g_i ← Σ_j c_j z_i(s_j)                  (z_i regenerated from (s_j, i); no model-sized ĝ)
@@ -35,7 +36,8 @@ import torch
 from zobench.errors import ConfigError
 from zobench.optim.closure import batch_loss
 from zobench.optim.decay import decays
-from zobench.optim.directions import DISTRIBUTIONS, chunk_bounds, draw, flat, mix
+from zobench.optim.directions import DISTRIBUTIONS, chunk_bounds, draw_masked, flat, mix
+from zobench.optim.directions import draw  # noqa: F401 (tests/test_zo_sgd.py patches zo.draw)
 from zobench.optim.estimate import SeedEstimate
 from zobench.optim.schedule import lr_factor
 
@@ -74,6 +76,8 @@ class ZOOptimizer:
         base, extra = None, 0
         if self.conservative and not getattr(self.estimator, "measures_base_loss", False):
             base, extra = batch_loss(loss_fn), 1
+        if hasattr(self.estimator, "begin_step"):  # per-step estimator state (sparse ZO's mask epoch: optim/sparse.py)
+            self.estimator.begin_step(self.seed, self.t)
         est = self.estimator(self.params, loss_fn, self.eps, mix(self.seed, self.t))
         for tr in self.transforms:
             tr.begin_step()
@@ -95,10 +99,10 @@ class ZOOptimizer:
         The plain update is frm = 0, to = −lr: θ ← θ(1 − lr·λ) − lr·u. Chunk by chunk: z is drawn
         once per chunk and serves both the undo and the update.
         """
-        undo = dict(undo)
+        undo, masks, dist = dict(undo), est.masks, self.distribution  # masks: block-wise / sparse z ⊙ m ({}: whole z)
         linear = not self.transforms and not frm  # u is linear in z: fold everything into one axpy
         for i, p in enumerate(self.params):
-            view, decay = flat(p), self.decay[i]
+            view, decay, fmax = flat(p), self.decay[i], torch.finfo(p.dtype).max
             shrink = (1 + to * decay) / (1 + frm * decay) if decay else 1.0
             for c, a, b in chunk_bounds(view.numel()):
                 part, n = view[a:b], b - a
@@ -109,18 +113,24 @@ class ZOOptimizer:
                     for s, coeff in zip(est.seeds, est.coeffs):
                         weights[s] = weights.get(s, 0.0) + to * coeff
                     for s, w in weights.items():
-                        if w:
-                            part.add_(draw(s, i, c, n, p.device, p.dtype, self.distribution), alpha=w)
+                        z = draw_masked(s, i, c, a, n, p.device, p.dtype, dist, masks.get(s)) if w else None
+                        if z is not None:  # a folded weight past the dtype's range (a diverging run) saturates
+                            part.add_(z, alpha=max(-fmax, min(fmax, w)))
                     continue
                 g = None
                 for s, coeff in zip(est.seeds, est.coeffs):
-                    z = draw(s, i, c, n, p.device, p.dtype, self.distribution)
+                    z = draw_masked(s, i, c, a, n, p.device, p.dtype, dist, masks.get(s))
+                    if z is None:  # a masked direction that leaves this tensor out
+                        continue
                     if s in undo:
                         part.add_(z, alpha=undo[s])
                     g = z.mul_(coeff) if g is None else g.add_(z, alpha=coeff)
                 for s, scale in undo.items():
-                    if s not in est.seeds:
-                        part.add_(draw(s, i, c, n, p.device, p.dtype, self.distribution), alpha=scale)
+                    z = None if s in est.seeds else draw_masked(s, i, c, a, n, p.device, p.dtype, dist, masks.get(s))
+                    if z is not None:
+                        part.add_(z, alpha=scale)
+                if g is None:  # no direction touches this tensor: its estimate is 0 (transforms may still move it)
+                    g = torch.zeros(n, device=p.device, dtype=p.dtype)
                 for tr in self.transforms:
                     g = tr.apply(i, g, part, slice(a, b))
                 if frm:
@@ -139,6 +149,17 @@ class ZOOptimizer:
         if best != lr:
             self._sweep(est, lr, best)
         return -best, 2
+
+    def state_dict(self) -> dict:
+        """Step counter and transform state (for checkpoints of runs that cannot be replayed)."""
+        return {"t": self.t, "seed_log": self.seed_log,
+                "transforms": [{k: v for k, v in vars(tr).items()} for tr in self.transforms]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t, self.seed_log = state["t"], state["seed_log"]
+        for tr, saved in zip(self.transforms, state["transforms"]):
+            for key, value in saved.items():
+                setattr(tr, key, value)
 
     def state_bytes(self) -> int:
         return sum(tr.state_bytes() for tr in self.transforms)

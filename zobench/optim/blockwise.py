@@ -1,0 +1,84 @@
+"""Block-wise ZO: one SPSA estimate per block of parameters, each from its own masked direction.
+
+ZO-Bench's block-wise ZO (Zhang et al. 2024, "Revisiting Zeroth-Order Optimization for Memory-
+Efficient LLM Fine-Tuning: A Benchmark", §"block-wise ZO"): split θ into blocks θ_1..θ_B
+(zobench.optim.blocks: embeddings / each layer / head, or finer) and, for each block b, draw a
+direction z_b that is zero outside the block, z_b = z(s_b) ⊙ 1_b:
+    g_b = (L(θ + ε z_b) − L(θ − ε z_b)) / 2ε,        ĝ = Σ_b g_b z_b
+2B forward passes (B + 1 one-sided). Each g_b z_b estimates block b's gradient from a direction in
+d_b ≪ d dimensions; for a locally quadratic L (ε → 0, Gaussian z)
+    block-wise   E‖ĝ − ∇L‖² = Σ_b (d_b + 1)‖∇_b L‖²
+    baseline     E‖ĝ − ∇L‖² = (d + 1)‖∇L‖² / B      (SPSA averaged over B full directions)
+so block-wise wins where the gradient sits in small blocks and loses where it sits in a large one
+(the embeddings): which one holds for LLM fine-tuning is the question the pair of configs answers.
+The blocks' estimates are taken at the same θ (each probe is undone before the next) and applied
+together in one update sweep (a Jacobi step; ZO-Bench's code defaults to updating each block right
+after its estimate, a Gauss–Seidel step).
+In seed form the mask is per tensor (``BlockMask``): a block holds whole tensors, so a probe of
+block b draws random numbers for block b only and a step costs about three passes of RNG over the
+model, like MeZO; the transforms (sign, momentum, Adam) apply to ĝ unchanged.
+
+The fair baseline at equal forward passes is SPSA averaged over as many full-model directions as
+there are blocks, ĝ = (1/B) Σ_j g_j z_j with z_j ~ N(0, I_d): ``restrict: false``
+(conf/optimizer/zo_sgd_block_baseline.yaml), same B, same 2B passes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import torch
+
+from zobench.errors import ConfigError, bad_choice, bad_value
+from zobench.optim.blocks import LEVELS, Block, group_blocks
+from zobench.optim.spsa import SIGNS, SPSA
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockMask:
+    """A direction restricted to whole tensors: z ⊙ 1_block (tensors outside it draw nothing)."""
+
+    indices: frozenset
+
+    def covers(self, index: int) -> bool:
+        return index in self.indices
+
+    def apply_(self, z: torch.Tensor, index: int, chunk: int, start: int) -> torch.Tensor:
+        return z
+
+
+class BlockSPSA(SPSA):
+    """SPSA with one direction per block (``restrict=True``: z_b zero outside block b, ĝ = Σ_b g_b z_b)
+    or, as its fair baseline, as many unrestricted directions averaged (``restrict=False``)."""
+
+    def __init__(self, level: str = "layer", restrict: bool = True, one_sided: bool = False, sign: str | None = None):
+        if level not in LEVELS:
+            raise bad_choice("optimizer.estimator.level", level, LEVELS)
+        super().__init__(1, one_sided, sign)
+        self.level, self.restrict = level, restrict
+        self.average = not restrict  # blocks sum (each block its own estimate); the baseline averages
+        self.blocks: list[Block] = []
+        self._masks: list[BlockMask] = []
+
+    @staticmethod
+    def check_config(est, key: str = "optimizer.estimator") -> None:
+        """The YAML keys, checked before any model loads (called by zobench.validate)."""
+        if est.get("level", "layer") not in LEVELS:
+            raise bad_choice(f"{key}.level", est.level, LEVELS)
+        for flag in ("restrict", "one_sided"):
+            if not isinstance(est.get(flag, False), bool):
+                raise bad_value(f"{key}.{flag}", est[flag], "true or false")
+        if est.get("sign") not in SIGNS:
+            raise bad_choice(f"{key}.sign", est.sign, ("null", "coordinate", "projected"))
+
+    def setup(self, named_params: Sequence[tuple[str, torch.Tensor]], model=None) -> None:
+        self.blocks = group_blocks([n for n, _ in named_params], self.level)
+        if not self.blocks:
+            raise ConfigError("block-wise ZO found no trainable parameters to group into blocks")
+        self.num_directions = len(self.blocks)  # B probes: the baseline spends the same
+        self._masks = [BlockMask(frozenset(b.indices)) for b in self.blocks]
+
+    def direction_masks(self, seeds: list[int]) -> dict:
+        if not self._masks:
+            raise RuntimeError("BlockSPSA.setup(named_params) must run before the first step (ZOOptimizer does it)")
+        return dict(zip(seeds, self._masks)) if self.restrict else {}
