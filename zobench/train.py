@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from zobench.measure import PeakMemory, StepTimer
+from zobench import interrupt
+from zobench.measure import PeakMemory, StepTimer, release_memory, synchronize
 from zobench.optim.closure import MicroBatchLoss
 from zobench.scoring import Scorer, metrics
 from zobench.tasks.base import Example, TaskData
@@ -95,46 +97,104 @@ class Progress:
             self.bar.close()
 
 
+class _StepLosses:
+    """The loss closure of one step: times every forward, and records (or replays) its values.
+
+    Recording the loss values an estimator sees is what makes a ZO checkpoint a log: replaying
+    them re-runs the estimator's exact float operations without the forward passes
+    (zobench.checkpoint). ``forward_ms`` accumulates synchronized forward time.
+    """
+
+    def __init__(self, scorer: Scorer, loss: str, device: torch.device, replay: list[float] | None = None):
+        self.scorer, self.loss, self.device = scorer, loss, device
+        self.values: list[float] = []
+        self.replay = iter(replay) if replay is not None else None
+        self.forward_ms = 0.0
+
+    def __call__(self, part) -> torch.Tensor:
+        if self.replay is not None:
+            return torch.tensor(next(self.replay), dtype=torch.float64)
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        value = self.scorer.loss(part, self.loss)
+        self.values.append(float(value.detach()))  # synchronizes: the forward is done
+        self.forward_ms += (time.perf_counter() - t0) * 1e3
+        return value
+
+
+def _replayable(optimizer) -> bool:
+    """ZO optimizers whose every decision follows from the loss values they observe."""
+    return getattr(optimizer, "family", None) == "zo" and getattr(optimizer.estimator, "replayable", True)
+
+
 def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recorder, device: torch.device,
-        run_dir: Path, out: dict[str, Any]) -> None:
+        run_dir: Path, out: dict[str, Any], checkpointer=None) -> None:
     """Run the cell's training and evaluations, filling the summary fields in ``out`` as they are known
 
-    (so a run that diverges or fails half-way still records what it measured).
+    (so a run that diverges or fails half-way still records what it measured). With a
+    ``checkpointer``, progress is saved every ``trainer.checkpoint_every`` steps and when a stop
+    is requested (SIGTERM/SIGUSR2), and a checkpoint of the same cell is resumed.
     """
     tr, metric = cfg.trainer, cfg.task.metric
+    resume = checkpointer.load() if checkpointer is not None and tr.resume else None
     out.update(steps=0, forward_passes=0)
-    if tr.zero_shot:
+    if resume is not None:
+        out.update(resume["out"])
+        recorder.truncate_after(resume["step"])  # rows logged after the checkpoint are redone
+        log.info("resuming from the checkpoint of step %d", resume["step"])
+    elif tr.zero_shot:
         zs = evaluate(scorer, data.eval, tr.eval_batch_size)
         out["zero_shot_accuracy"], out["zero_shot_score"] = zs["accuracy"], zs[metric]
         log.info("zero-shot eval %s %.4f", metric, zs[metric])
-    if tr.steps == 0:
+    if tr.steps == 0 or optimizer is None:
         final = evaluate(scorer, data.eval, tr.eval_batch_size)
         out.update(test_accuracy=final["accuracy"], test_score=final[metric])
         return
 
     stream = batches(data.train, tr.batch_size, cfg.seed)
-    first = next(stream)
     meter, timer = PeakMemory(device), StepTimer(device)
-    meter.reset()
-    with torch.no_grad():
-        scorer.loss(first, tr.loss)
-    out["inference_peak_memory_bytes"] = meter.read()["peak_bytes"]
     out["memory_method"] = meter.method
-
     best = _BestState(run_dir / "best_trainable.pt", [p for _, p in named_params])
+    replay = _replayable(optimizer)
+    loss_log: list[list[float]] = []
+    forward_ms: list[float] = []
     peaks: list[dict[str, int]] = []
+    done = 0
+    if resume is not None:
+        done = _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay)
+        best.step, best.score = resume["best_step"], resume["best_score"]
+        loss_log, timer.times_ms = resume["loss_log"] or [], resume["times_ms"]
+        forward_ms, peaks = resume["forward_ms"], resume["peaks"]
+    first = next(stream)
+    if resume is None:
+        release_memory()
+        meter.reset()
+        with torch.no_grad():
+            scorer.loss(first, tr.loss)
+        out["inference_peak_memory_bytes"] = meter.read()["peak_bytes"]
+        out["baseline_memory_bytes"] = meter.baseline_bytes
+
+    def save_checkpoint(step: int) -> None:
+        tensors = None if replay else {"params": [p.detach().cpu() for _, p in named_params],
+                                       "optimizer": optimizer.state_dict()}
+        checkpointer.save({"step": step, "out": out, "best_step": best.step, "best_score": best.score,
+                           "loss_log": loss_log if replay else None, "times_ms": timer.times_ms,
+                           "forward_ms": forward_ms, "peaks": peaks + [meter.read()]}, tensors)
+
     progress = Progress(tr.steps, tr.log_every)
     meter.reset()
     try:
         batch = first
-        for step in range(1, tr.steps + 1):
+        for step in range(done + 1, tr.steps + 1):
+            losses = _StepLosses(scorer, tr.loss, device)
             with timer:
-                loss_fn = MicroBatchLoss(lambda part: scorer.loss(part, tr.loss), batch, optimizer.accumulation_steps)
-                stats = optimizer.step(loss_fn)
+                stats = optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps))
+            loss_log.append(losses.values)
+            forward_ms.append(losses.forward_ms)
             out["steps"], out["forward_passes"] = step, out["forward_passes"] + stats["forward_passes"]
             out["forward_passes_per_step"], out["final_loss"] = stats["forward_passes"], stats["loss"]
-            recorder.log({"step": step, "loss": stats["loss"], "lr": stats["lr"],
-                          "step_time_ms": timer.last_ms, "forward_passes": out["forward_passes"]})
+            recorder.log({"step": step, "loss": stats["loss"], "lr": stats["lr"], "step_time_ms": timer.last_ms,
+                          "forward_time_ms": losses.forward_ms, "forward_passes": out["forward_passes"]})
             if not math.isfinite(stats["loss"]):
                 raise Diverged(f"loss is {stats['loss']} at step {step}")
             progress.update(step, stats["loss"])
@@ -147,6 +207,12 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
                     if best.offer(step, dev[metric]):
                         out["best_dev_accuracy"], out["best_dev_score"], out["best_step"] = dev["accuracy"], dev[metric], step
                 meter.reset()
+            if checkpointer is not None and step < tr.steps:
+                if interrupt.requested():
+                    save_checkpoint(step)
+                    raise interrupt.Interrupted(f"stopped by a signal after step {step}; the checkpoint resumes it")
+                if tr.checkpoint_every and step % tr.checkpoint_every == 0:
+                    save_checkpoint(step)
             if step < tr.steps:
                 batch = next(stream)
     finally:
@@ -156,7 +222,14 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
             out["peak_memory_bytes"] = max(p["peak_bytes"] for p in peaks)
             if "reserved_bytes" in peaks[0]:
                 out["peak_memory_reserved_bytes"] = max(p["reserved_bytes"] for p in peaks)
+            if out.get("baseline_memory_bytes") is not None:
+                out["peak_memory_above_baseline_bytes"] = out["peak_memory_bytes"] - out["baseline_memory_bytes"]
+                out["inference_peak_above_baseline_bytes"] = out["inference_peak_memory_bytes"] - out["baseline_memory_bytes"]
             out["step_time_ms"] = timer.median_ms(tr.warmup_steps)
+            if forward_ms:
+                kept = forward_ms[tr.warmup_steps:] or forward_ms
+                out["forward_time_ms"] = statistics.median(kept)  # the forward passes of a step
+                out["update_time_ms"] = out["step_time_ms"] - out["forward_time_ms"]  # RNG/perturbation, or backward
             out["optimizer_state_bytes"] = optimizer.state_bytes()
 
     if best.step is not None and best.step != out["steps"]:
@@ -164,6 +237,29 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     best.discard()
     if best.step is None:
         out["best_step"] = out["steps"]  # no dev set: the final state is the one evaluated
+    if tr.save_trainable:
+        torch.save({n: p.detach().cpu() for n, p in named_params}, run_dir / "trainable.pt")
     final = evaluate(scorer, data.eval, tr.eval_batch_size)
     out.update(test_accuracy=final["accuracy"], test_score=final[metric])
     log.info("eval %s %.4f (state of step %s)", metric, final[metric], out["best_step"])
+    if checkpointer is not None:
+        checkpointer.clear()
+
+
+def _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay: bool) -> int:
+    """Bring the optimizer and the batch stream to the checkpoint's step; return that step."""
+    step = resume["step"]
+    if replay:
+        for values in resume["loss_log"]:
+            batch = next(stream)
+            losses = _StepLosses(scorer, tr.loss, device, replay=values)
+            optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps))
+        return step
+    state = resume["tensor_state"]
+    with torch.no_grad():
+        for (_, p), saved in zip(named_params, state["params"]):
+            p.copy_(saved)
+    optimizer.load_state_dict(state["optimizer"])
+    for _ in range(step):
+        next(stream)
+    return step

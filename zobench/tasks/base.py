@@ -54,13 +54,18 @@ def sample_indices(n_items: int, n: int, seed: int) -> list[int]:
 def split_train_dev(records: Sequence[Any], num_train: int, num_dev: int, seed: int):
     """MeZO's protocol: draw ``num_train + num_dev`` from the train split; the last ``num_dev`` are dev.
 
-    When the split holds fewer records than asked for, dev is served first (model selection
-    needs it) and train gets what remains; callers record the sizes actually used.
+    When the split holds fewer records than asked for (COPA has 400 against MeZO's 1000 + 500),
+    both sets shrink in proportion to what was asked, so neither is left empty; callers record
+    the sizes actually used.
     """
     picked = [records[i] for i in sample_indices(len(records), num_train + num_dev, seed)]
-    n_dev = min(num_dev, len(picked))
-    n_train = min(num_train, len(picked) - n_dev)
-    return picked[:n_train], picked[len(picked) - n_dev :]
+    if len(picked) < num_train + num_dev:
+        n_dev = round(len(picked) * num_dev / (num_train + num_dev))
+        n_dev = min(max(n_dev, 1 if num_dev and len(picked) > 1 else 0), len(picked) - (1 if num_train else 0))
+    else:
+        n_dev = num_dev
+    n_train = len(picked) - n_dev
+    return picked[:n_train], picked[n_train:]
 
 
 # ---- Reading native files and hub rows -------------------------------------------------------

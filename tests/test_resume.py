@@ -1,0 +1,104 @@
+"""Checkpoint and resume: an interrupted cell ends exactly where an uninterrupted one does."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import SMALL, compose_cfg
+from zobench import interrupt
+from zobench.run import run_cell
+
+RESUMABLE = ["trainer.steps=6", "trainer.eval_every=2", "trainer.save_trainable=true", "trainer.checkpoint_every=0"]
+
+
+def stop_after(monkeypatch, step: int):
+    """Ask the run to stop, as SIGTERM does, once ``step`` steps have run."""
+    import zobench.train
+
+    calls = {"n": 0}
+
+    def requested():
+        calls["n"] += 1
+        return calls["n"] == step
+
+    monkeypatch.setattr(zobench.train.interrupt, "requested", requested)
+
+
+@pytest.mark.parametrize("optimizer", ["zo_sgd", "zo_adam", "bszo", "fo_adam", "forward_grad", "zo_sgd_block", "zo_sgd_sparse"])
+def test_interrupted_run_resumes_to_identical_parameters(optimizer, native, tmp_path, monkeypatch):
+    cfg = compose_cfg(*SMALL, f"data.dir={native}", f"optimizer={optimizer}", "optimizer.lr=1e-3", *RESUMABLE)
+    whole = run_cell(cfg, tmp_path / "whole")
+    assert whole["status"] == "completed", whole["error"]
+
+    with monkeypatch.context() as m:
+        stop_after(m, 3)
+        cut = run_cell(cfg, tmp_path / "cut")
+    assert cut["status"] == "interrupted"
+    state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
+    assert state["step"] == 3 and state["cell_key"] == whole["cell_key"]
+    assert (state["loss_log"] is None) == (optimizer in ("fo_adam", "forward_grad", "hybrid_zo_fo"))  # replay vs state
+
+    resumed = run_cell(cfg, tmp_path / "cut")
+    assert resumed["status"] == "completed", resumed["error"]
+    a = torch.load(tmp_path / "whole" / "trainable.pt")
+    b = torch.load(tmp_path / "cut" / "trainable.pt")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # bit for bit on CPU
+    for key in ("forward_passes", "best_step", "best_dev_accuracy", "test_accuracy", "final_loss"):
+        assert resumed[key] == whole[key], key
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no step logged twice
+    assert not (tmp_path / "cut" / "checkpoint.json").exists()  # cleared once the cell completed
+
+
+def test_a_completed_cell_is_skipped_and_a_changed_one_is_not(native, tmp_path):
+    cfg = compose_cfg(*SMALL, f"data.dir={native}")
+    first = run_cell(cfg, tmp_path / "run")
+    again = run_cell(cfg, tmp_path / "run")
+    assert again["skipped"] and again["wall_time_s"] == first["wall_time_s"]
+    changed = run_cell(compose_cfg(*SMALL, f"data.dir={native}", "optimizer.lr=2e-6"), tmp_path / "run")
+    assert "skipped" not in changed and changed["cell_key"] != first["cell_key"]
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(native, tmp_path, monkeypatch):
+    cfg = compose_cfg(*SMALL, f"data.dir={native}", *RESUMABLE)
+    with monkeypatch.context() as m:
+        stop_after(m, 2)
+        assert run_cell(cfg, tmp_path / "run")["status"] == "interrupted"
+    other = compose_cfg(*SMALL, f"data.dir={native}", *RESUMABLE, "optimizer.lr=3e-6")
+    summary = run_cell(other, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "loss" in r]) >= 6
+
+
+def test_torn_checkpoint_write_leaves_the_previous_one(native, tmp_path, monkeypatch):
+    from zobench.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(tmp_path, "k")
+    ckpt.save({"step": 2, "out": {}})
+
+    def torn(*a, **k):
+        raise OSError("disk full")
+
+    import zobench.checkpoint
+
+    monkeypatch.setattr(zobench.checkpoint, "write_atomic", torn)
+    with pytest.raises(OSError):
+        ckpt.save({"step": 4, "out": {}})
+    assert Checkpointer(tmp_path, "k").load()["step"] == 2
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_signal_handler_only_sets_a_flag():
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with interrupt.graceful_interrupt():
+        assert not interrupt.requested()
+        os.kill(os.getpid(), signal.SIGTERM)  # would end the process without the handler
+        assert interrupt.requested()
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back

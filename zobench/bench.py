@@ -1,0 +1,229 @@
+"""``make bench``: the cost of a ZO step against what it should cost, in one process.
+
+On the same model and the same batch (16 examples × 64 tokens by default) it measures:
+  forward      one inference forward of the training loss (no grad)
+  zo_sgd       zobench's ZO-SGD step (two forwards, three in-place RNG passes), Gaussian and Rademacher
+  mezo_ref     a step written as MeZO's reference trainer does it: four regenerations of z
+               (+ε, −2ε, +ε, update) and out-of-place ``p.data = p.data + ...`` temporaries
+  fo_sgd, fo_adam   backprop steps (torch.optim)
+  eval         batched candidate scoring vs one forward per (example, candidate) with full logits
+and prints the ratios: ZO step / two forwards, ZO peak / inference peak, MeZO-ref step / ZO step,
+FO-Adam peak / inference peak, batched / per-candidate evaluation throughput.
+
+Memory: CUDA allocator peaks; on CPU the resident-set high-water mark, reset per phase, with
+freed memory returned to the OS between phases (gc + malloc_trim) so that one phase's freed
+heap cannot hide the next phase's peak.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from zobench import ROOT
+from zobench.measure import PeakMemory, release_memory, synchronize
+from zobench.tasks.base import Example
+
+SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048,
+                     tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=100000.0)
+
+
+def load_bench_model(device: torch.device, model_dir: Path | None):
+    """SmolLM2-135M when converted (``make offline-models``), else random weights of the same shape."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if model_dir is not None and (model_dir / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        tokenizer, source = AutoTokenizer.from_pretrained(model_dir), f"pretrained:{model_dir}"
+    else:
+        from zobench.models import build_tiny_tokenizer
+
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+        tokenizer, source = build_tiny_tokenizer(), "random-init:SmolLM2-135M shape"
+    return model.to(device).eval(), tokenizer, source
+
+
+def make_batch(tokenizer, n: int, tokens: int, seed: int = 0) -> list[Example]:
+    """n two-way examples whose context + candidate is about ``tokens`` tokens long."""
+    import random
+
+    rng = random.Random(seed)
+    words = "the film was a long and quiet study of grief with moments of real wit and a fine cast".split()
+    out = []
+    for _ in range(n):
+        ids: list[int] = []
+        text = ""
+        while len(ids) < tokens - 2:
+            text += " " + rng.choice(words)
+            ids = tokenizer(text.strip())["input_ids"]
+        out.append(Example(text.strip() + " It was", (" terrible", " great"), rng.randrange(2)))
+    return out
+
+
+def timed(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time (ms) of ``fn`` over ``repeats`` synchronized calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measured(fn, device, repeats: int) -> dict:
+    """Time ``fn`` and take its peak memory in a phase of its own."""
+    release_memory()
+    meter = PeakMemory(device)
+    fn()  # warm-up, outside the peak (allocator and kernel caches)
+    release_memory()
+    meter.reset()
+    ms = timed(fn, device, repeats, warmup=0)
+    return {"time_ms": ms, **meter.read()}
+
+
+def mezo_reference_step(named_params, loss_fn, lr: float, eps: float, weight_decay: float, seed: int):
+    """ZO-SGD as MeZO's reference trainer writes it (Malladi et al. 2023, ``zo_step``/``zo_update``).
+
+    z is regenerated four times from ``torch.manual_seed(seed)`` and every perturbation and update
+    allocates a new tensor (``param.data = param.data + ...``).
+    """
+    def perturb(scaling):
+        torch.manual_seed(seed)
+        for _, p in named_params:
+            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
+            p.data = p.data + scaling * z * eps
+
+    with torch.no_grad():
+        perturb(1)
+        loss1 = loss_fn()
+        perturb(-2)
+        loss2 = loss_fn()
+        projected_grad = ((loss1 - loss2) / (2 * eps)).item()
+        perturb(1)
+        torch.manual_seed(seed)
+        for name, p in named_params:
+            z = torch.normal(mean=0, std=1, size=p.data.size(), device=p.data.device, dtype=p.data.dtype)
+            if "bias" not in name and "layer_norm" not in name and "layernorm" not in name:
+                p.data = p.data - lr * (projected_grad * z + weight_decay * p.data)
+            else:
+                p.data = p.data - lr * (projected_grad * z)
+    return loss1
+
+
+def per_candidate_predict(model, tokenizer, examples) -> list[int]:
+    """One forward per (example, candidate), full logits: the unbatched way."""
+    preds = []
+    with torch.no_grad():
+        for ex in examples:
+            means = []
+            for cand in ex.candidates:
+                ctx = tokenizer(ex.context)["input_ids"]
+                ids = ctx + tokenizer(cand, add_special_tokens=False)["input_ids"]
+                device = next(model.parameters()).device
+                logp = model(torch.tensor([ids], device=device)).logits[0].float().log_softmax(-1)
+                means.append(sum(logp[t - 1, ids[t]].item() for t in range(len(ctx), len(ids))) / (len(ids) - len(ctx)))
+            preds.append(max(range(len(means)), key=means.__getitem__))
+    return preds
+
+
+def run(args) -> dict:
+    from zobench.optim.spsa import SPSA
+    from zobench.optim.zo import ZOOptimizer
+    from zobench.optim.fo import FOOptimizer
+    from zobench.scoring import Scorer
+
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer, source = load_bench_model(device, args.model_dir)
+    scorer = Scorer(model, tokenizer, "causal", max_length=args.tokens + 8)
+    batch = make_batch(tokenizer, args.batch_size, args.tokens)
+    named = [(n, p) for n, p in model.named_parameters()]
+    loss = lambda: scorer.loss(batch, "lm")  # noqa: E731
+    r = args.repeats
+    res: dict = {"model": source, "device": str(device), "batch": f"{args.batch_size}x{args.tokens} tokens",
+                 "params": sum(p.numel() for _, p in named), "threads": torch.get_num_threads(),
+                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                 "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                 "load_average_start": os.getloadavg()[0]}  # other jobs on the machine skew timings
+    print(f"bench: {source} on {device}, batch {res['batch']}, {res['params']/1e6:.1f}M params", flush=True)
+
+    with torch.no_grad():
+        res["forward"] = measured(loss, device, r)
+    print(f"  forward        {res['forward']['time_ms']:9.1f} ms", flush=True)
+
+    for dist in args.distributions:
+        opt = ZOOptimizer(named, SPSA(), lr=1e-9, eps=1e-3, seed=0, distribution=dist)
+        res[f"zo_sgd_{dist}"] = measured(lambda: opt.step(loss), device, r)
+        print(f"  zo_sgd {dist:9s} {res[f'zo_sgd_{dist}']['time_ms']:9.1f} ms", flush=True)
+
+    res["mezo_ref"] = measured(lambda: mezo_reference_step(named, loss, 1e-9, 1e-3, 0.0, 1), device, r)
+    print(f"  mezo_ref       {res['mezo_ref']['time_ms']:9.1f} ms", flush=True)
+
+    for name, factory in [("fo_sgd", torch.optim.SGD), ("fo_adam", torch.optim.AdamW)]:
+        fo = FOOptimizer(named, factory, lr=1e-9)
+        res[name] = measured(lambda: fo.step(loss), device, max(1, r // 2))
+        print(f"  {name:14s} {res[name]['time_ms']:9.1f} ms", flush=True)
+        for _, p in named:
+            p.grad = None
+        del fo
+        release_memory()
+
+    eval_examples = make_batch(tokenizer, args.eval_examples, args.tokens, seed=1)
+    batched_ms = timed(lambda: scorer.predict(eval_examples, batch_size=2 * args.batch_size), device, 1)
+    single_ms = timed(lambda: per_candidate_predict(model, tokenizer, eval_examples), device, 1)
+    agree = scorer.predict(eval_examples, 2 * args.batch_size) == per_candidate_predict(model, tokenizer, eval_examples)
+    res["eval"] = {"examples": len(eval_examples), "batched_ms": batched_ms, "per_candidate_ms": single_ms,
+                   "predictions_agree": agree}
+
+    two_fwd = 2 * res["forward"]["time_ms"]
+    zo = res["zo_sgd_gaussian"]
+    ratios = {
+        "zo_step_over_two_forwards": zo["time_ms"] / two_fwd,
+        "zo_peak_over_inference_peak": zo["peak_bytes"] / res["forward"]["peak_bytes"],
+        "mezo_ref_step_over_zo_step": res["mezo_ref"]["time_ms"] / zo["time_ms"],
+        "fo_adam_peak_over_inference_peak": res["fo_adam"]["peak_bytes"] / res["forward"]["peak_bytes"],
+        "batched_over_per_candidate_eval_throughput": single_ms / batched_ms,
+    }
+    for dist in args.distributions[1:]:
+        if f"zo_sgd_{dist}" in res:
+            ratios[f"zo_step_{dist}_over_two_forwards"] = res[f"zo_sgd_{dist}"]["time_ms"] / two_fwd
+            ratios[f"zo_peak_{dist}_over_inference_peak"] = res[f"zo_sgd_{dist}"]["peak_bytes"] / res["forward"]["peak_bytes"]
+    res["ratios"] = ratios
+    res["load_average_end"] = os.getloadavg()[0]
+    return res
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="zobench step/memory benchmark (make bench)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "smollm2-135m")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--eval-examples", type=int, default=16)
+    parser.add_argument("--distributions", nargs="+", default=["gaussian", "rademacher"])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
+    args = parser.parse_args(argv)
+    res = run(args)
+    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print("\nratios:")
+    for k, v in res["ratios"].items():
+        print(f"  {k:48s} {v:6.3f}")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Checkpoint and resume: a killed run picks up where its last checkpoint left it.
+
+A cell is identified by ``cell_key``: a hash of its resolved config, without the keys that
+do not change results (where files go, logging, checkpoint cadence). A run directory that
+already holds a ``completed`` summary for the same key is skipped; one that holds a
+checkpoint for the same key resumes from it.
+
+Two kinds of checkpoint:
+  replay  (ZO optimizers whose state follows from the losses they observe) — the checkpoint is
+          the log of every loss value the estimator saw, step by step. Resuming re-runs the
+          optimizer's steps with those values in place of forward passes: the same
+          perturbations, coefficients and updates, the same float operations, so the resumed
+          parameters equal the uninterrupted run's bit for bit on CPU. Base weights + seed +
+          loss log reproduce the run (MeZO's "seed trick" applied to checkpoints).
+  state   (FO optimizers, Forward-Grad) — the trainable tensors and the optimizer's state_dict.
+Files are replaced atomically: ``checkpoint.json`` (progress, and the loss log) is written
+last, after the tensor file it names, so a torn write leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from zobench.record import write_atomic
+
+# Keys that change where results go or how they are logged, not what they are.
+VOLATILE = ("hydra", "paths", "logger", "sweep_name", "trainer.log_every", "trainer.checkpoint_every",
+            "trainer.resume", "trainer.save_trainable")
+
+
+def cell_key(cfg) -> str:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in VOLATILE:
+        node, *rest = dotted.split(".")
+        if rest and isinstance(resolved.get(node), dict):
+            resolved[node].pop(rest[0], None)
+        elif not rest:
+            resolved.pop(node, None)
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Checkpointer:
+    def __init__(self, run_dir: Path, key: str):
+        self.run_dir, self.key = Path(run_dir), key
+        self.json_path = self.run_dir / "checkpoint.json"
+
+    def load(self) -> dict[str, Any] | None:
+        """The checkpoint of this cell, or None (absent, unreadable, or another config's)."""
+        try:
+            state = json.loads(self.json_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("cell_key") != self.key:
+            return None
+        if state.get("tensors"):
+            path = self.run_dir / state["tensors"]
+            if not path.exists():
+                return None
+            state["tensor_state"] = torch.load(path, weights_only=False)
+        return state
+
+    def save(self, state: dict[str, Any], tensors: dict[str, Any] | None = None) -> None:
+        old = self.load_tensor_name()
+        state = {**state, "cell_key": self.key, "tensors": None}
+        if tensors is not None:
+            name = f"checkpoint-{state['step']}.pt"
+            tmp = self.run_dir / f".{name}.tmp"
+            torch.save(tensors, tmp)
+            os.replace(tmp, self.run_dir / name)
+            state["tensors"] = name
+        write_atomic(self.json_path, json.dumps(state) + "\n")
+        if old and old != state["tensors"]:
+            (self.run_dir / old).unlink(missing_ok=True)
+
+    def load_tensor_name(self) -> str | None:
+        try:
+            return json.loads(self.json_path.read_text()).get("tensors")
+        except (OSError, ValueError):
+            return None
+
+    def clear(self) -> None:
+        name = self.load_tensor_name()
+        if name:
+            (self.run_dir / name).unlink(missing_ok=True)
+        self.json_path.unlink(missing_ok=True)
