@@ -35,8 +35,12 @@ SMOLLM2_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=
                      tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=100000.0)
 
 
-def load_bench_model(device: torch.device, model_dir: Path | None):
-    """SmolLM2-135M when converted (``make offline-models``), else random weights of the same shape."""
+TINY_SHAPE = dict(SMOLLM2_SHAPE, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=512)  # for the bench's own test
+
+
+def load_bench_model(device: torch.device, model_dir: Path | None, shape: dict = SMOLLM2_SHAPE):
+    """SmolLM2-135M when converted (``make offline-models``), else random weights of ``shape``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if model_dir is not None and (model_dir / "config.json").exists():
@@ -46,8 +50,9 @@ def load_bench_model(device: torch.device, model_dir: Path | None):
         from zobench.models import build_tiny_tokenizer
 
         torch.manual_seed(0)
-        model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_SHAPE, pad_token_id=0, bos_token_id=1, eos_token_id=2))
-        tokenizer, source = build_tiny_tokenizer(), "random-init:SmolLM2-135M shape"
+        model = LlamaForCausalLM(LlamaConfig(**shape, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+        label = "SmolLM2-135M shape" if shape is SMOLLM2_SHAPE else "tiny shape"
+        tokenizer, source = build_tiny_tokenizer(), f"random-init:{label}"
     return model.to(device).eval(), tokenizer, source
 
 
@@ -82,15 +87,15 @@ def timed(fn, device, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def measured(fn, device, repeats: int) -> dict:
-    """Time ``fn`` and take its peak memory in a phase of its own."""
+def peak_of(fn, device) -> dict:
+    """Peak memory of one call of ``fn``, after a warm-up call (allocator and kernel caches)."""
     release_memory()
     meter = PeakMemory(device)
-    fn()  # warm-up, outside the peak (allocator and kernel caches)
+    fn()
     release_memory()
     meter.reset()
-    ms = timed(fn, device, repeats, warmup=0)
-    return {"time_ms": ms, **meter.read()}
+    fn()
+    return meter.read()
 
 
 def mezo_reference_step(named_params, loss_fn, lr: float, eps: float, weight_decay: float, seed: int):
@@ -145,7 +150,8 @@ def run(args) -> dict:
     from zobench.scoring import Scorer
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer, source = load_bench_model(device, args.model_dir)
+    model, tokenizer, source = load_bench_model(device, None if args.tiny else args.model_dir,
+                                                TINY_SHAPE if args.tiny else SMOLLM2_SHAPE)
     scorer = Scorer(model, tokenizer, "causal", max_length=args.tokens + 8)
     batch = make_batch(tokenizer, args.batch_size, args.tokens)
     named = [(n, p) for n, p in model.named_parameters()]
@@ -158,26 +164,49 @@ def run(args) -> dict:
                  "load_average_start": os.getloadavg()[0]}  # other jobs on the machine skew timings
     print(f"bench: {source} on {device}, batch {res['batch']}, {res['params']/1e6:.1f}M params", flush=True)
 
-    with torch.no_grad():
-        res["forward"] = measured(loss, device, r)
-    print(f"  forward        {res['forward']['time_ms']:9.1f} ms", flush=True)
+    inner_ms: list[float] = []  # forward time inside ZO steps: what the step adds beyond its forwards
 
+    def timed_loss():
+        synchronize(device)
+        t0 = time.perf_counter()
+        value = loss()
+        synchronize(device)
+        inner_ms.append((time.perf_counter() - t0) * 1e3)
+        return value
+
+    def forward():
+        with torch.no_grad():
+            loss()
+
+    phases = {"forward": forward}
     for dist in args.distributions:
-        opt = ZOOptimizer(named, SPSA(), lr=1e-9, eps=1e-3, seed=0, distribution=dist)
-        res[f"zo_sgd_{dist}"] = measured(lambda: opt.step(loss), device, r)
-        print(f"  zo_sgd {dist:9s} {res[f'zo_sgd_{dist}']['time_ms']:9.1f} ms", flush=True)
+        zo_opt = ZOOptimizer(named, SPSA(), lr=1e-9, eps=1e-3, seed=0, distribution=dist)
+        phases[f"zo_sgd_{dist}"] = lambda o=zo_opt: o.step(timed_loss)
+    phases["mezo_ref"] = lambda: mezo_reference_step(named, loss, 1e-9, 1e-3, 0.0, 1)
+    fo_sgd = FOOptimizer(named, torch.optim.SGD, lr=1e-9)
+    fo_adam = FOOptimizer(named, torch.optim.AdamW, lr=1e-9)
+    phases["fo_sgd"] = lambda: fo_sgd.step(loss)
+    phases["fo_adam"] = lambda: fo_adam.step(loss)
 
-    res["mezo_ref"] = measured(lambda: mezo_reference_step(named, loss, 1e-9, 1e-3, 0.0, 1), device, r)
-    print(f"  mezo_ref       {res['mezo_ref']['time_ms']:9.1f} ms", flush=True)
-
-    for name, factory in [("fo_sgd", torch.optim.SGD), ("fo_adam", torch.optim.AdamW)]:
-        fo = FOOptimizer(named, factory, lr=1e-9)
-        res[name] = measured(lambda: fo.step(loss), device, max(1, r // 2))
-        print(f"  {name:14s} {res[name]['time_ms']:9.1f} ms", flush=True)
-        for _, p in named:
-            p.grad = None
-        del fo
-        release_memory()
+    # Peaks: one phase at a time, in this order (FO last: gradients and Adam's state stay allocated).
+    for name, fn in phases.items():
+        res[name] = peak_of(fn, device)
+        print(f"  {name:18s} peak {res[name]['peak_bytes'] / 2**20:8.0f} MiB", flush=True)
+    # Times: the phases' repeats interleaved round-robin, so a slow spell of the machine (other jobs,
+    # frequency changes) falls on every phase alike instead of on whichever ran then.
+    times = {name: [] for name in phases}
+    for _ in range(r):
+        for name, fn in phases.items():
+            inner_ms.clear()
+            times[name].append(timed(fn, device, 1, warmup=0))
+            if name.startswith("zo_sgd"):
+                res[name].setdefault("forward_ms_in_step", []).append(sum(inner_ms))
+    for name in phases:
+        res[name]["time_ms"] = statistics.median(times[name])
+        res[name]["times_ms"] = times[name]
+        if "forward_ms_in_step" in res[name]:
+            res[name]["forward_ms_in_step"] = statistics.median(res[name]["forward_ms_in_step"])
+        print(f"  {name:18s} time {res[name]['time_ms']:9.1f} ms", flush=True)
 
     eval_examples = make_batch(tokenizer, args.eval_examples, args.tokens, seed=1)
     batched_ms = timed(lambda: scorer.predict(eval_examples, batch_size=2 * args.batch_size), device, 1)
@@ -196,9 +225,11 @@ def run(args) -> dict:
         "batched_over_per_candidate_eval_throughput": single_ms / batched_ms,
     }
     for dist in args.distributions[1:]:
-        if f"zo_sgd_{dist}" in res:
-            ratios[f"zo_step_{dist}_over_two_forwards"] = res[f"zo_sgd_{dist}"]["time_ms"] / two_fwd
-            ratios[f"zo_peak_{dist}_over_inference_peak"] = res[f"zo_sgd_{dist}"]["peak_bytes"] / res["forward"]["peak_bytes"]
+        ratios[f"zo_step_{dist}_over_two_forwards"] = res[f"zo_sgd_{dist}"]["time_ms"] / two_fwd
+        ratios[f"zo_peak_{dist}_over_inference_peak"] = res[f"zo_sgd_{dist}"]["peak_bytes"] / res["forward"]["peak_bytes"]
+    for dist in args.distributions:  # the step against its own two forwards: what RNG and updates add
+        zo_d = res[f"zo_sgd_{dist}"]
+        ratios[f"zo_step_{dist}_over_its_own_forwards"] = zo_d["time_ms"] / zo_d["forward_ms_in_step"]
     res["ratios"] = ratios
     res["load_average_end"] = os.getloadavg()[0]
     return res
@@ -210,8 +241,9 @@ def main(argv=None) -> None:
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "smollm2-135m")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval-examples", type=int, default=16)
+    parser.add_argument("--tiny", action="store_true", help="a tiny random model (the bench's own test)")
     parser.add_argument("--distributions", nargs="+", default=["gaussian", "rademacher"])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
     args = parser.parse_args(argv)
