@@ -8,7 +8,6 @@ scheme on tiny-llama and tiny-roberta with one ZO and one FO optimizer; the whol
 from __future__ import annotations
 
 import pytest
-import torch
 from tokenizers import AddedToken
 
 import zobench.models
@@ -37,13 +36,6 @@ CELLS = [(m, s, o) for m in MODELS for s in SCHEMES for o in OPTIMIZERS]
 FAST = {c for c in CELLS if c[0] == "tiny-opt" or c[2] in FAST_OPTIMIZERS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared, loaded CPU they spin (tens of x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -72,13 +71,6 @@ def optimizer_cfg(name: str, **overrides):
     return cfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU: intra-op threads only contend (200 ms vs 6 ms per forward)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class LeastSquares(torch.nn.Module):
@@ -290,6 +282,16 @@ BAD_KEYS = [
     ("bszo", "estimator.sigma_prior", -1.0, ["optimizer.estimator.sigma_prior=-1.0", "auto or a number > 0"]),
     ("bszo", "estimator.noise_ema", 0.0, ["optimizer.estimator.noise_ema=0.0", "(0, 1]"]),
     ("fo_adam", "accumulation_steps", -2, ["optimizer.accumulation_steps=-2"]),
+    # ZO-Bench's enhancements (block-wise, sparse, hybrid)
+    ("zo_sgd_block", "estimator.level", "block", ["optimizer.estimator.level='block'", "layer, attn_mlp, linear"]),
+    ("zo_sgd_block", "estimator.restrict", "yes", ["optimizer.estimator.restrict='yes'", "true or false"]),
+    ("zo_sgd_sparse", "estimator.sparsity", 1.0, ["optimizer.estimator.sparsity=1.0", "[0, 1)"]),
+    ("zo_sgd_sparse", "estimator.group", "local", ["optimizer.estimator.group='local'", "global, layer"]),
+    ("zo_sgd_sparse", "estimator.resample_every", 0, ["optimizer.estimator.resample_every=0", "integer >= 1"]),
+    ("hybrid_zo_fo", "zo_layers", -1, ["optimizer.zo_layers=-1", "integer >= 0"]),
+    ("hybrid_zo_fo", "zo_layers", 1.5, ["optimizer.zo_layers=1.5", "fraction in [0, 1]"]),
+    ("hybrid_zo_fo", "zo_lr", 0, ["optimizer.zo_lr=0", "> 0"]),
+    ("hybrid_zo_fo", "conservative", True, ["optimizer.conservative=True", "false"]),
 ]
 
 

@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from zobench.errors import ConfigError
-from tests.native_data import (SHARED_DATA, copa_rows, multirc_rows, sst2_rows, winogrande_rows, write_jsonl, write_native,
+from tests.native_data import (SHARED_DATA, write_jsonl, write_native,
                                write_sst2_tsv)
 from zobench.tasks import Example, available_tasks, load_task, validate_task
 

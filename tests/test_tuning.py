@@ -26,13 +26,6 @@ MASKED = [Example("a gripping, funny film. It was", ("a", "b"), 1),  # byte toke
           Example("Question: is it?\n", ("N", "Y"), 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared, loaded CPU they spin (tens of x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 def tuning_cfg(name: str, **overrides):
     cfg = OmegaConf.load(CONF_DIR / "tuning" / f"{name}.yaml")
