@@ -56,6 +56,9 @@ BAD = [
     (["trainer.loss=hinge"], ["trainer.loss", "lm, classification"]),
     (["task.template=fancy"], ["task.template", "mezo", "none"]),
     (["data.dir=/nonexistent/data"], ["data.dir", "/nonexistent/data"]),
+    (["optimizer=hybrid_zo_fo", "tuning=prefix"], ["tuning=prefix cannot work", "choose tuning from full, lora"]),
+    (["model=tiny-roberta", "task=copa"], ["roberta", "copa", "Supported"]),  # a model x task pair
+    (["trainer.loss=accuracy", "optimizer=fo_adam"], ["trainer.loss='accuracy'", "lm, classification"]),
 ]
 
 

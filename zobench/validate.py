@@ -64,7 +64,23 @@ def validate_config(cfg: Any) -> None:
     validate_tuning(cfg.tuning, cfg.data)
     validate_model_task(cfg.model, cfg.task)
     validate_optimizer(cfg.optimizer, cfg.dtype)
+    validate_optimizer_tuning(cfg.optimizer, cfg.tuning)
     validate_task(cfg.task, cfg.data)
+
+
+# Optimizer families that need something of the scheme: the hybrid splits the trainable tensors by
+# layer (ZO for the first zo_layers, backprop for the rest); prefix and prompt tuning train no
+# per-layer tensor (one prefix or prompt embedding), so the split would silently leave one side empty.
+SCHEMES_BY_FAMILY = {"hybrid": ("full", "lora", "icl")}
+
+
+def validate_optimizer_tuning(opt: Any, tuning: Any) -> None:
+    allowed = SCHEMES_BY_FAMILY.get(opt.family)
+    if allowed is not None and tuning.name not in allowed:
+        raise ConfigError(
+            f"optimizer={opt.name} with tuning={tuning.name} cannot work: the {opt.family} optimizer splits the "
+            f"trainable parameters by layer, and {tuning.name} tuning trains no per-layer tensor. "
+            f"With optimizer={opt.name} choose tuning from {', '.join(allowed)}.")
 
 
 def validate_objective(trainer: Any, opt: Any) -> None:
