@@ -43,3 +43,19 @@ def test_a_wandb_error_never_fails_a_run(native, tmp_path, monkeypatch, caplog):
     summary = run_cell(cfg, tmp_path / "run")
     assert summary["status"] == "completed"
     assert "W&B logging disabled" in caplog.text and "wandb is down" in caplog.text
+
+
+def test_aggregator_pushes_tables_and_figures(offline, native, tmp_path, monkeypatch):
+    from zobench.aggregate.cli import main
+
+    for seed in (0, 1):
+        run_cell(compose_cfg(*SMALL, f"data.dir={native}", "task=multirc", f"seed={seed}"), tmp_path / "runs" / f"s{seed}")
+    main([str(tmp_path / "runs"), "--table", "memory_time", "--wandb", "zobench-tables"])
+    (run_file,) = (tmp_path / "runs" / "aggregate").glob("wandb/offline-run-*/run-*.wandb")
+    logged = {k.split("/")[0] + "/" + k.split("/")[1] for row in read_run(run_file)["history"] for k in row if "/" in k}
+    assert "runs/_type" in logged  # the run list, as a wandb.Table
+    tables = [p.stem for p in (tmp_path / "runs" / "aggregate").glob("*.csv") if p.name != "runs.csv"]
+    figures = [p.stem for p in (tmp_path / "runs" / "aggregate" / "figures").glob("*.png")]
+    assert tables and figures
+    assert {f"table/{t}" for t in tables} <= logged
+    assert {f"figure/{f}" for f in figures} <= logged

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"a layout of conf/tables/ (repeatable; default all: {', '.join(layout_names())})")
     parser.add_argument("--out", help="output folder (default RUNS_DIR/aggregate)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--wandb", metavar="PROJECT", help="also push the tables and figures to this W&B project")
+    parser.add_argument("--wandb-entity", help="W&B team or user (default: yours)")
+    parser.add_argument("--wandb-group", help="W&B group, e.g. the sweep's name")
     args = parser.parse_args(argv)
     if not Path(args.runs_dir).is_dir():
         parser.error(f"{args.runs_dir} is not a directory")
@@ -85,6 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     runs = result["runs"]
     counts = runs["status"].value_counts().to_dict() if not runs.empty else {}
     print(result["markdown"])
+    if args.wandb:
+        from zobench.aggregate.wandb_push import push_to_wandb
+
+        out_dir = Path(args.out) if args.out else Path(args.runs_dir) / "aggregate"
+        pushed = push_to_wandb(result["files"], runs, args.wandb, args.wandb_entity, group=args.wandb_group,
+                               wandb_dir=str(out_dir))
+        print(f"[zobench-aggregate] W&B push to {args.wandb}: {'done' if pushed else 'skipped (see warning)'}",
+              file=sys.stderr)
     print(f"[zobench-aggregate] {len(runs)} runs ({', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'}); "
           f"wrote {len(result['files'])} files under {Path(args.out) if args.out else Path(args.runs_dir) / 'aggregate'}",
           file=sys.stderr)
