@@ -96,3 +96,17 @@ def test_metrics_accuracy_and_f1():
     m = metrics([1, 0, 1, 0], exs)
     assert m["accuracy"] == 0.5
     assert m["f1"] == pytest.approx(0.5)  # tp=1 fp=1 fn=1
+
+
+def test_single_token_candidates_share_one_context_row():
+    model, tok = load_tiny("tiny-opt")
+    scorer = Scorer(model, tok, "causal")
+    rows = []
+    hook = model.register_forward_pre_hook(lambda m, a, k: rows.append(k["input_ids"].shape[0]), with_kwargs=True)
+    pairs = [(e, c) for e in range(3) for c in range(2)]  # examples 0, 1: one-token label words; 2: COPA-like
+    with torch.no_grad():
+        scores = scorer.score_pairs(pairs, EXAMPLES)
+    hook.remove()
+    assert rows == [4]  # one row each for examples 0 and 1, one per candidate for example 2
+    for j, (e, c) in enumerate(pairs):
+        assert scores.sums[j].item() == pytest.approx(naive_scores(model, tok, EXAMPLES[e])[c][0], abs=1e-4)

@@ -5,7 +5,9 @@ score of a candidate is the sum (and the mean) over its tokens of log p(token | 
 pairs of a batch share one right-padded forward, and the LM head runs only at the positions
 that predict candidate tokens: a forward pre-hook on the output embedding gathers those hidden
 states before the vocabulary projection, so a (batch, length, vocab) logits tensor never
-exists. For a masked LM (RoBERTa) the context is followed by the mask token and each
+exists. Candidates of one token (SST-2's label words, MultiRC's Yes/No) are all predicted at
+the context's last position, so one row holding the bare context scores every such candidate
+of an example: half the forward work of a two-way task. For a masked LM (RoBERTa) the context is followed by the mask token and each
 candidate must be a single-token verbalizer, scored at the mask position (LM-BFF / MeZO).
 
 Prediction is the argmax of the mean candidate log-prob (MeZO, Malladi et al. 2023).
@@ -129,11 +131,19 @@ class Scorer:
         if self.kind == "masked":
             return self._score_masked(pairs, examples)
         seqs, batch_idx, pos_idx, targets, owner = [], [], [], [], []
-        for row, (e, c) in enumerate(pairs):
+        context_row: dict[int, int] = {}  # example -> the row holding its bare context
+        for j, (e, c) in enumerate(pairs):
             seq, n_cand = self._causal_sequence(examples[e].context, examples[e].candidates[c])
-            seqs.append(seq)
+            if n_cand == 1:  # one token: predicted at the context's last position, whatever the candidate
+                if e not in context_row:
+                    context_row[e] = len(seqs)
+                    seqs.append(seq[:-1])
+                row = context_row[e]
+            else:
+                row = len(seqs)
+                seqs.append(seq)
             for t in range(len(seq) - n_cand, len(seq)):  # position t-1 predicts token t
-                batch_idx.append(row), pos_idx.append(t - 1), targets.append(seq[t]), owner.append(row)
+                batch_idx.append(row), pos_idx.append(t - 1), targets.append(seq[t]), owner.append(j)
         logits = self._forward_gathered(seqs, batch_idx, pos_idx).float()
         device = logits.device
         token_logp = logits.log_softmax(-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
