@@ -17,5 +17,7 @@ def test_bench_measures_every_phase_and_ratio(tmp_path):
                 "fo_adam_peak_over_inference_peak", "batched_over_per_candidate_eval_throughput",
                 "zo_step_rademacher_over_two_forwards", "zo_step_gaussian_over_its_own_forwards"):
         assert res["ratios"][key] > 0, key
+    report = out.with_suffix(".md").read_text()
+    assert "| zo_peak_over_inference_peak |" in report and "≤ 1.05" in report
     # the step contains its two forwards: it cannot take less time than they do
     assert res["zo_sgd_gaussian"]["time_ms"] >= res["zo_sgd_gaussian"]["forward_ms_in_step"]

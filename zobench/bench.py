@@ -235,6 +235,42 @@ def run(args) -> dict:
     return res
 
 
+# (ratio, target on CPU, target on GPU, better when) — from the performance issue
+TARGETS = {
+    "zo_step_over_two_forwards": (1.15, 1.05, "lower"),
+    "zo_step_rademacher_over_two_forwards": (1.15, 1.05, "lower"),
+    "zo_peak_over_inference_peak": (1.05, 1.02, "lower"),
+    "zo_peak_rademacher_over_inference_peak": (1.05, 1.02, "lower"),
+    "batched_over_per_candidate_eval_throughput": (5.0, 5.0, "higher"),
+}
+
+
+def markdown(res: dict) -> str:
+    """The figures as a Markdown report: phases, then ratios beside their targets."""
+    gpu = res["device"].startswith("cuda")
+    lines = [f"`make bench` — {res['model']}, {res['device']} ({res['machine']}, {res['cpu_count']} cores, "
+             f"{res['threads']} threads), batch {res['batch']}, torch {res['torch']}, {res['date']}; "
+             f"load average {res['load_average_start']:.2f} → {res['load_average_end']:.2f}", "",
+             "| phase | median time (ms) | peak memory (MiB) |", "|---|---:|---:|"]
+    for name in ("forward", "zo_sgd_gaussian", "zo_sgd_rademacher", "mezo_ref", "fo_sgd", "fo_adam"):
+        if name in res:
+            lines.append(f"| {name} | {res[name]['time_ms']:.0f} | {res[name]['peak_bytes'] / 2**20:.0f} |")
+    ev = res["eval"]
+    lines += ["", f"Evaluation of {ev['examples']} two-way examples: batched {ev['batched_ms']:.0f} ms, "
+              f"one forward per candidate {ev['per_candidate_ms']:.0f} ms (same predictions: {ev['predictions_agree']}).",
+              "", "| ratio | measured | target | met |", "|---|---:|---:|:---:|"]
+    for key, value in res["ratios"].items():
+        if key in TARGETS:
+            cpu_t, gpu_t, better = TARGETS[key]
+            target = gpu_t if gpu else cpu_t
+            met = value <= target if better == "lower" else value >= target
+            sign = "≤" if better == "lower" else "≥"
+            lines.append(f"| {key} | {value:.3f} | {sign} {target} | {'yes' if met else 'no'} |")
+        else:
+            lines.append(f"| {key} | {value:.3f} | | |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="zobench step/memory benchmark (make bench)")
     parser.add_argument("--device", default="auto")
@@ -251,10 +287,11 @@ def main(argv=None) -> None:
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(res))
     print("\nratios:")
     for k, v in res["ratios"].items():
         print(f"  {k:48s} {v:6.3f}")
-    print(f"\nwritten to {args.out}")
+    print(f"\nwritten to {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
