@@ -9,7 +9,7 @@ def test_bench_measures_every_phase_and_ratio(tmp_path):
     bench.main(["--tiny", "--device", "cpu", "--repeats", "2", "--batch-size", "2", "--tokens", "16",
                 "--eval-examples", "3", "--out", str(out)])
     res = json.loads(out.read_text())
-    for phase in ("forward", "zo_sgd_gaussian", "zo_sgd_rademacher", "mezo_ref", "fo_sgd", "fo_adam"):
+    for phase in ("two_forwards", "zo_sgd_gaussian", "zo_sgd_rademacher", "mezo_ref", "fo_sgd", "fo_adam"):
         assert res[phase]["time_ms"] > 0 and res[phase]["peak_bytes"] > 0, phase
         assert len(res[phase]["times_ms"]) == 2
     assert res["eval"]["predictions_agree"]  # batched scoring picks what the naive loop picks
