@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_optimizers import TINY_EXAMPLES, LeastSquares, build, one_thread  # noqa: F401 (fixture)
+from tests.test_optimizers import TINY_EXAMPLES, LeastSquares, build
 from tests.tiny import load_tiny
 from zobench.errors import ConfigError
 from zobench.optim.bszo import BSZO, KalmanPosterior
