@@ -106,7 +106,9 @@ def plot_convergence(runs: pd.DataFrame, root: str | Path, out_dir: str | Path) 
         for col, x in enumerate(("steps", "forward passes")):
             axes[0, col].set(xlabel=x, ylabel="training loss")
             axes[1, col].set(xlabel=x, ylabel=f"dev {metric or 'score'}")
-        axes[0, 0].legend(fontsize=7)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        if handles:  # beside the panels: with dozens of (scheme, optimizer) lines it would cover them
+            fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         fig.suptitle(f"Convergence — {' / '.join(map(str, panel))} (mean over seeds, dev-selected config)")
         paths += _save(fig, Path(out_dir), _slug("convergence", *panel))
     return paths
