@@ -47,6 +47,13 @@ class MicroBatchLoss:
         return self.loss_of(self.batch if micro is None else self.parts[micro])
 
 
+def check_micro_batches(loss_fn: Callable, accumulation_steps: int) -> None:
+    """An optimizer with ``accumulation_steps > 1`` needs the trainer's MicroBatchLoss of that many parts."""
+    if accumulation_steps > 1 and getattr(loss_fn, "num_micro_batches", 1) != accumulation_steps:
+        raise ConfigError(f"optimizer.accumulation_steps={accumulation_steps} needs the trainer to pass a "
+                          "zobench.optim.closure.MicroBatchLoss with that many micro-batches.")
+
+
 def micro_batches(loss_fn: Callable) -> list[tuple[float, Callable[[], torch.Tensor]]]:
     """[(weight, closure)] of the micro-batches; a plain closure is one micro-batch of weight 1."""
     weights = getattr(loss_fn, "weights", None)

@@ -12,8 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from zobench.errors import ConfigError
-from zobench.optim.closure import micro_batches
+from zobench.optim.closure import check_micro_batches, micro_batches
 from zobench.optim.decay import decays
 from zobench.optim.schedule import lr_factor
 
@@ -31,9 +30,7 @@ class FOOptimizer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda t: lr_factor(schedule, t, total_steps))
 
     def step(self, loss_fn: Callable) -> dict:
-        if self.accumulation_steps > 1 and getattr(loss_fn, "num_micro_batches", 1) != self.accumulation_steps:
-            raise ConfigError(f"optimizer.accumulation_steps={self.accumulation_steps} needs the trainer to pass a "
-                              "zobench.optim.closure.MicroBatchLoss with that many micro-batches.")
+        check_micro_batches(loss_fn, self.accumulation_steps)
         lr = self.sched.get_last_lr()[0]
         self.opt.zero_grad(set_to_none=True)
         loss = 0.0

@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 
 from zobench.errors import ConfigError, bad_value
 from zobench.optim.blocks import group_blocks
-from zobench.optim.closure import micro_batches
+from zobench.optim.closure import check_micro_batches, micro_batches
 from zobench.optim.fo import FOOptimizer
 from zobench.optim.schedule import lr_factor
 from zobench.optim.zo import ZOOptimizer
@@ -82,9 +82,7 @@ class HybridZOFO:
         self.accumulation_steps, self.t = accumulation_steps, 0
 
     def step(self, loss_fn: Callable) -> dict:
-        if self.accumulation_steps > 1 and getattr(loss_fn, "num_micro_batches", 1) != self.accumulation_steps:
-            raise ConfigError(f"optimizer.accumulation_steps={self.accumulation_steps} needs the trainer to pass a "
-                              "zobench.optim.closure.MicroBatchLoss with that many micro-batches.")
+        check_micro_batches(loss_fn, self.accumulation_steps)
         lr = self.lr * lr_factor(self.schedule, self.t, self.total_steps)
         loss, passes = None, 0
         if self.fo is not None:

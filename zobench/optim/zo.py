@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from zobench.errors import ConfigError
-from zobench.optim.closure import batch_loss
+from zobench.optim.closure import batch_loss, check_micro_batches
 from zobench.optim.decay import decays
 from zobench.optim.directions import DISTRIBUTIONS, chunk_bounds, draw_masked, flat, mix
 from zobench.optim.directions import draw  # noqa: F401 (tests/test_zo_sgd.py patches zo.draw)
@@ -69,9 +69,7 @@ class ZOOptimizer:
             tr.init(self.params)
 
     def step(self, loss_fn: Callable) -> dict:
-        if self.accumulation_steps > 1 and getattr(loss_fn, "num_micro_batches", 1) != self.accumulation_steps:
-            raise ConfigError(f"optimizer.accumulation_steps={self.accumulation_steps} needs the trainer to pass a "
-                              "zobench.optim.closure.MicroBatchLoss with that many micro-batches.")
+        check_micro_batches(loss_fn, self.accumulation_steps)
         lr = self.lr * lr_factor(self.schedule, self.t, self.total_steps)
         base, extra = None, 0
         if self.conservative and not getattr(self.estimator, "measures_base_loss", False):
