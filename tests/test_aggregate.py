@@ -275,6 +275,13 @@ def test_cli_aggregates_real_runs(real_runs, tmp_path, capsys):
     csv = pd.read_csv(out / "mezo_opt13b.csv")
     cell = csv[(csv.row == "MeZO") & (csv.column == "SST-2")].iloc[0]
     assert cell["n"] == 2 and cell["n_configs"] == 2 and "on dev" in cell["chosen"]
+    # Re-rendering the same runs: the same figure bytes, and COMMAND.txt keeps both commands.
+    pdf = out / "figures" / "convergence_tiny-opt_sst2.pdf"
+    first = pdf.read_bytes()
+    main([str(real_runs), "--table", "mezo_opt13b", "--out", str(out)])
+    assert pdf.read_bytes() == first
+    commands = [line for line in (out / "COMMAND.txt").read_text().splitlines() if not line.startswith("#")]
+    assert len(commands) == 2 and "--table zobench_sst2" in commands[0] and "zobench_sst2" not in commands[1]
 
 
 def test_notebook_executes_against_the_runs(real_runs, monkeypatch):
@@ -290,3 +297,21 @@ def test_notebook_executes_against_the_runs(real_runs, monkeypatch):
                      for o in c.get("outputs", []))
     assert "MeZO Table 1" in text and "diverged" in text
     assert (real_runs / "aggregate" / "notebook-figures" / "convergence_tiny-opt_sst2.png").exists()
+
+
+def test_zobench_sst2_table_shows_relizo_numbers_beside_opt_1_3b_runs(tmp_path):
+    """ReLIZO's Table 4 (OPT-1.3B, ZO-Bench's methodology) is joined per (optimizer, scheme)."""
+    runs = tmp_path / "runs"
+    write_run(runs, "zo-lora", model="opt-1.3b", tuning="lora", num_dev=500, test_score=0.88)
+    write_run(runs, "sign-prompt", model="opt-1.3b", tuning="prompt", optimizer="zo_sgd_sign", num_dev=500,
+              test_score=0.70)
+    write_run(runs, "mmt-full", model="opt-1.3b", tuning="full", optimizer="zo_sgd_mmt", num_dev=500,
+              test_score=0.85)
+    (table,) = build_tables(load_layout("zobench_sst2"), load_runs(runs), load_published())
+    cell = {(table.row_labels[i], table.col_labels[j]): c for (i, j), c in table.cells.items()}
+    assert cell[("ZO-SGD", "LoRA")].published == 90.1
+    assert cell[("ZO-SGD", "LoRA")].diff == pytest.approx(88.0 - 90.1)
+    assert cell[("ZO-SGD-Sign", "Prompt")].published == 72.9
+    assert cell[("FO-SGD", "FT")].published == 91.1 and cell[("FO-SGD", "FT")].stats.n == 0
+    assert math.isnan(cell[("ZO-SGD-MMT", "FT")].published)  # no published number: none shipped
+    assert any("ReLIZO (Wang et al. 2024), Table 4" in s for s in table.sources)

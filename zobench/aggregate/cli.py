@@ -7,7 +7,7 @@ them by default) and writes, under ``--out`` (default ``RUNS_DIR/aggregate``)::
     tables.md                              every table in one file (also printed)
     runs.csv                               every run, one row each, status included
     figures/*.png|pdf                      convergence, accuracy vs memory, memory vs sequence length
-    COMMAND.txt                            the command that made them, when, at which commit
+    COMMAND.txt                            the commands that wrote there, when, at which commit (appended)
 """
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def aggregate(runs_dir: str | Path, tables: list[str] | None = None, out: str | 
         files += plot_all(runs, runs_dir, out / "figures")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = command or " ".join(shlex.quote(a) for a in ["zobench-aggregate", *sys.argv[1:]])
-    (out / "COMMAND.txt").write_text(f"{command}\n# {stamp}, zobench commit {_git_commit()}\n")
+    # Appended, not overwritten: the folder keeps how its runs were made and every re-rendering.
+    with open(out / "COMMAND.txt", "a") as log:
+        log.write(f"{command}\n# {stamp}, zobench commit {_git_commit()}\n")
     return {"markdown": markdown, "files": files, "runs": runs}
 
 
@@ -84,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.tables or []:
         if name not in layout_names():
             parser.error(f"unknown table {name!r}; choose from {', '.join(layout_names())}")
-    result = aggregate(args.runs_dir, args.tables, args.out, plots=not args.no_plots)
+    argv = sys.argv[1:] if argv is None else argv
+    command = " ".join(shlex.quote(a) for a in ["zobench-aggregate", *argv])
+    result = aggregate(args.runs_dir, args.tables, args.out, plots=not args.no_plots, command=command)
     runs = result["runs"]
     counts = runs["status"].value_counts().to_dict() if not runs.empty else {}
     print(result["markdown"])

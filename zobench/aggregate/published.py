@@ -61,6 +61,8 @@ def lookup(published: pd.DataFrame, spec: PublishedSpec, where: dict, measure: s
     from zobench.aggregate.layout import mask
 
     pub = published[published["file"].isin(spec.files) & published["measure"].eq(measure)]
+    # Columns the layout's files do not have (other files' columns, NaN here) are not conditions.
+    pub = pub.dropna(axis=1, how="all")
     pub = pub[mask(pub, spec.where)]
     pub = pub[mask(pub, {k: v for k, v in where.items() if k not in spec.ignore}, missing_ok=True)]
     if pub.empty:
