@@ -27,6 +27,7 @@ from zobench.optim import build_optimizer
 from zobench.optim.blocks import LEVELS, group_blocks
 from zobench.optim.blockwise import BlockSPSA
 from zobench.optim.directions import direction, draw_masked
+from zobench.optim.estimate import SeedEstimate
 from zobench.optim.sparse import SparseSPSA, magnitude_densities
 from zobench.optim.spsa import SPSA
 from zobench.optim.zo import ZOOptimizer
@@ -144,6 +145,59 @@ def test_a_block_wise_step_moves_each_block_only_along_its_own_direction():
         for i in block.indices:  # θ_i ← θ_i − lr·g_b·z_b,i: block b's direction, nobody else's
             expected = start[i] - lr * coeffs[b] * direction(seeds[b], i, start[i])
             torch.testing.assert_close(named[i][1].detach(), expected, rtol=0, atol=2e-6)
+
+
+def test_immediate_updates_probe_each_block_at_the_updated_weights_and_replay_from_the_log():
+    """ZO-Bench's default (coordinate_perturbation): block b is updated before block b + 1 is probed."""
+    model, tok = load_tiny("tiny-opt")
+    scorer, named = Scorer(model, tok, "causal"), list(model.named_parameters())
+    est = BlockSPSA("layer", immediate=True)
+    opt = ZOOptimizer(named, est, lr=1e-2, eps=1e-3, seed=7)
+    start = [p.detach().clone() for _, p in named]
+    touched, values = [], []
+
+    def loss():
+        touched.append({i for i, (_, p) in enumerate(named) if changed(p, start[i])})
+        values.append(float(scorer.loss(TINY_EXAMPLES)))
+        return torch.tensor(values[-1])
+
+    stats = opt.step(loss)
+    blocks = est.blocks
+    assert stats["forward_passes"] == 2 * len(blocks) == len(values)
+    _, seeds, coeffs, lr = opt.seed_log[0]
+    earlier = set()
+    for b, block in enumerate(blocks):
+        # block b's probes: its own tensors perturbed, every earlier block already moved by its update
+        assert touched[2 * b] == touched[2 * b + 1] == set(block.indices) | earlier
+        assert coeffs[b] == pytest.approx((values[2 * b] - values[2 * b + 1]) / 2e-3, rel=1e-12)
+        earlier |= set(block.indices)
+    for b, block in enumerate(blocks):  # each block moved along its own direction only, once
+        for i in block.indices:
+            expected = start[i] - lr * coeffs[b] * direction(seeds[b], i, start[i])
+            torch.testing.assert_close(named[i][1].detach(), expected, rtol=0, atol=2e-6)
+    # the log replays it: the same coefficients through the all-at-once update give the same weights
+    model2, _ = load_tiny("tiny-opt")
+    named2 = list(model2.named_parameters())
+    replay = ZOOptimizer(named2, BlockSPSA("layer"), lr=1e-2, eps=1e-3, seed=7)
+    replay._sweep(SeedEstimate(seeds, coeffs, 0.0, 0, masks=est.direction_masks(seeds)), 0.0, -lr)
+    for (_, a), (_, b) in zip(named, named2):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"immediate": True, "restrict": False}, "immediate=true needs optimizer.estimator.restrict=true"),
+    ({"immediate": True, "one_sided": True}, "not allowed with optimizer.estimator.one_sided=true"),
+])
+def test_immediate_updates_refuse_settings_without_blocks_or_with_a_stale_base_loss(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        BlockSPSA("layer", **kwargs)
+
+
+def test_immediate_updates_refuse_the_conservative_rule():
+    model, _ = load_tiny("tiny-opt")
+    with pytest.raises(ConfigError, match="conservative=true is not allowed with optimizer.estimator.immediate"):
+        ZOOptimizer(list(model.named_parameters()), BlockSPSA("layer", immediate=True), lr=1e-2, eps=1e-3,
+                    conservative=True)
 
 
 def test_the_baseline_is_spsa_over_as_many_full_directions_at_equal_cost():

@@ -11,9 +11,16 @@ d_b ≪ d dimensions; for a locally quadratic L (ε → 0, Gaussian z)
     baseline     E‖ĝ − ∇L‖² = (d + 1)‖∇L‖² / B      (SPSA averaged over B full directions)
 so block-wise wins where the gradient sits in small blocks and loses where it sits in a large one
 (the embeddings): which one holds for LLM fine-tuning is the question the pair of configs answers.
-The blocks' estimates are taken at the same θ (each probe is undone before the next) and applied
-together in one update sweep (a Jacobi step; ZO-Bench's code defaults to updating each block right
-after its estimate, a Gauss–Seidel step).
+Two orders of update (``immediate``):
+    immediate: true   (ZO-Bench's default, ``coordinate_perturbation=True`` in its run.py): block b
+                      is updated right after its own estimate, θ_b ← θ_b − lr·u(g_b z_b), and block
+                      b + 1 is probed at the updated θ (a Gauss–Seidel sweep over the blocks);
+    immediate: false  every estimate is taken at the same θ and all blocks are updated together in
+                      one sweep (a Jacobi step).
+The undo of block b's last probe and its update share one pass either way, so the cost is the
+same. Blocks hold disjoint tensors and every transform acts per tensor, so the two orders give the
+same update from the same coefficients: they differ only in where the later probes are taken, and
+the (seeds, coefficients) log replays either one.
 In seed form the mask is per tensor (``BlockMask``): a block holds whole tensors, so a probe of
 block b draws random numbers for block b only and a step costs about three passes of RNG over the
 model, like MeZO; the transforms (sign, momentum, Adam) apply to ĝ unchanged.
@@ -25,12 +32,16 @@ there are blocks, ĝ = (1/B) Σ_j g_j z_j with z_j ~ N(0, I_d): ``restrict: fals
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import torch
 
 from zobench.errors import ConfigError, bad_choice, bad_value
 from zobench.optim.blocks import LEVELS, Block, group_blocks
+from zobench.optim.closure import batch_loss
+from zobench.optim.directions import mix, perturb_many_
+from zobench.optim.estimate import SeedEstimate
 from zobench.optim.spsa import SIGNS, SPSA
 
 
@@ -51,11 +62,13 @@ class BlockSPSA(SPSA):
     """SPSA with one direction per block (``restrict=True``: z_b zero outside block b, ĝ = Σ_b g_b z_b)
     or, as its fair baseline, as many unrestricted directions averaged (``restrict=False``)."""
 
-    def __init__(self, level: str = "layer", restrict: bool = True, one_sided: bool = False, sign: str | None = None):
+    def __init__(self, level: str = "layer", restrict: bool = True, one_sided: bool = False, sign: str | None = None,
+                 immediate: bool = False):
         if level not in LEVELS:
             raise bad_choice("optimizer.estimator.level", level, LEVELS)
+        self._check_immediate(immediate, restrict, one_sided)
         super().__init__(1, one_sided, sign)
-        self.level, self.restrict = level, restrict
+        self.level, self.restrict, self.immediate = level, restrict, immediate
         self.average = not restrict  # blocks sum (each block its own estimate); the baseline averages
         self.blocks: list[Block] = []
         self._masks: list[BlockMask] = []
@@ -65,9 +78,11 @@ class BlockSPSA(SPSA):
         """The YAML keys, checked before any model loads (called by zobench.validate)."""
         if est.get("level", "layer") not in LEVELS:
             raise bad_choice(f"{key}.level", est.level, LEVELS)
-        for flag in ("restrict", "one_sided"):
+        for flag in ("restrict", "one_sided", "immediate"):
             if not isinstance(est.get(flag, False), bool):
                 raise bad_value(f"{key}.{flag}", est[flag], "true or false")
+        BlockSPSA._check_immediate(est.get("immediate", False), est.get("restrict", True), est.get("one_sided", False),
+                                   key)
         if est.get("sign") not in SIGNS:
             raise bad_choice(f"{key}.sign", est.sign, ("null", "coordinate", "projected"))
 
@@ -82,3 +97,36 @@ class BlockSPSA(SPSA):
         if not self._masks:
             raise RuntimeError("BlockSPSA.setup(named_params) must run before the first step (ZOOptimizer does it)")
         return dict(zip(seeds, self._masks)) if self.restrict else {}
+
+    @staticmethod
+    def _check_immediate(immediate: bool, restrict: bool, one_sided: bool, key: str = "optimizer.estimator") -> None:
+        if immediate and not restrict:
+            raise ConfigError(f"{key}.immediate=true needs {key}.restrict=true: the baseline's directions each span "
+                              "the whole model, so there is no block to update on its own.")
+        if immediate and one_sided:
+            raise ConfigError(f"{key}.immediate=true is not allowed with {key}.one_sided=true: each block's update "
+                              "moves θ, so every one-sided estimate would need L(θ) again.")
+
+    @torch.no_grad()
+    def __call__(self, params: list[torch.Tensor], loss_fn, eps: float, seed: int, apply_block=None) -> SeedEstimate:
+        """``apply_block(part, indices)``: with ``immediate``, the optimizer's update of one block from its
+        own estimate ``part`` (which still has the block's last probe pending), called after each block."""
+        if not self.immediate or apply_block is None:
+            return super().__call__(params, loss_fn, eps, seed)
+        seeds = [mix(seed, j) for j in range(self.num_directions)]
+        masks = self.direction_masks(seeds)
+        coeffs, losses = [], []
+        for s, block in zip(seeds, self.blocks):
+            perturb_many_(params, [(s, eps)], self.distribution, masks)
+            plus = batch_loss(loss_fn)
+            perturb_many_(params, [(s, -2 * eps)], self.distribution, masks)
+            minus = batch_loss(loss_fn)
+            g = (plus - minus) / (2 * eps)
+            if self.sign == "projected":
+                g = math.copysign(1.0, g) if g != 0 else 0.0
+            coeffs.append(g)
+            losses.append((plus + minus) / 2)
+            apply_block(SeedEstimate([s], [g], losses[-1], 2, pending=[(s, eps)], masks={s: masks[s]}),
+                        frozenset(block.indices))
+        return SeedEstimate(seeds, coeffs, sum(losses) / len(losses), self.forward_passes_per_step(), masks=masks,
+                            applied=True)

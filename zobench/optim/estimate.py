@@ -23,3 +23,4 @@ class SeedEstimate:
     # seed -> Mask (zobench.optim.directions): that direction is z(seed) ⊙ m (block-wise, sparse ZO);
     # seeds without one are the whole z. The update sweep applies the same masks.
     masks: dict[int, Any] = dataclasses.field(default_factory=dict)
+    applied: bool = False  # the estimator already applied the update (block-wise ZO with immediate updates)

@@ -55,6 +55,9 @@ class ZOOptimizer:
         self.lr, self.eps, self.schedule, self.total_steps = lr, eps, schedule, total_steps
         self.decay = [weight_decay if decays(n) else 0.0 for n in self.names]
         self.conservative, self.accumulation_steps = conservative, accumulation_steps
+        if conservative and getattr(estimator, "immediate", False):
+            raise ConfigError("optimizer.conservative=true is not allowed with optimizer.estimator.immediate=true: "
+                              "the blocks are updated as they are estimated, so there is no whole step to compare.")
         if conservative and any(tr.stateful for tr in self.transforms):
             raise ConfigError("optimizer.conservative=true is not allowed with momentum or Adam transforms: "
                               "it evaluates two candidate updates, which would advance their state twice.")
@@ -76,10 +79,16 @@ class ZOOptimizer:
             base, extra = batch_loss(loss_fn), 1
         if hasattr(self.estimator, "begin_step"):  # per-step estimator state (sparse ZO's mask epoch: optim/sparse.py)
             self.estimator.begin_step(self.seed, self.t)
-        est = self.estimator(self.params, loss_fn, self.eps, mix(self.seed, self.t))
         for tr in self.transforms:
             tr.begin_step()
-        if self.conservative:
+        if getattr(self.estimator, "immediate", False):  # block-wise, Gauss–Seidel: each block updated as estimated
+            est = self.estimator(self.params, loss_fn, self.eps, mix(self.seed, self.t),
+                                 apply_block=lambda part, only: self._sweep(part, 0.0, -lr, undo=part.pending, only=only))
+        else:
+            est = self.estimator(self.params, loss_fn, self.eps, mix(self.seed, self.t))
+        if est.applied:
+            applied, passes, loss = lr, 0, est.loss
+        elif self.conservative:
             loss = est.base_loss if base is None else base  # L(θ): the candidates compete with it
             applied, passes = self._conservative(est, lr, loss_fn, loss)
         else:
@@ -90,16 +99,19 @@ class ZOOptimizer:
         return {"loss": loss, "forward_passes": est.forward_passes + extra + passes, "lr": lr}
 
     @torch.no_grad()
-    def _sweep(self, est: SeedEstimate, frm: float, to: float, undo=()) -> None:
+    def _sweep(self, est: SeedEstimate, frm: float, to: float, undo=(), only: frozenset | None = None) -> None:
         """Move every θ_i from θ_i + frm·δ_i to θ_i + to·δ_i, δ_i = u_i + λ_i θ_i, undoing ``undo`` first.
 
         With p = θ(1 + frm·λ) + frm·u:  θ + to·δ = (p − frm·u)·(1 + to·λ)/(1 + frm·λ) + to·u.
         The plain update is frm = 0, to = −lr: θ ← θ(1 − lr·λ) − lr·u. Chunk by chunk: z is drawn
-        once per chunk and serves both the undo and the update.
+        once per chunk and serves both the undo and the update. ``only``: the tensor indices to move
+        (one block's, for block-wise ZO's immediate updates); None: all.
         """
         undo, masks, dist = dict(undo), est.masks, self.distribution  # masks: block-wise / sparse z ⊙ m ({}: whole z)
         linear = not self.transforms and not frm  # u is linear in z: fold everything into one axpy
         for i, p in enumerate(self.params):
+            if only is not None and i not in only:
+                continue
             view, decay, fmax = flat(p), self.decay[i], torch.finfo(p.dtype).max
             shrink = (1 + to * decay) / (1 + frm * decay) if decay else 1.0
             for c, a, b in chunk_bounds(view.numel()):
