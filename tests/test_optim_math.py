@@ -16,6 +16,7 @@ from zobench.optim.forward_grad import ForwardGrad
 from zobench.optim.spsa import SPSA
 from zobench.optim.zo import ZOOptimizer
 from zobench.scoring import Scorer
+from zobench.tasks.base import Example
 
 f64 = torch.float64
 
@@ -243,3 +244,20 @@ def test_micro_batches_split_the_batch():
 def test_step_seeds_are_distinct_per_step_and_direction():
     seeds = {mix(mix(0, t), j) for t in range(50) for j in range(4)}
     assert len(seeds) == 200
+
+
+def test_micro_batches_of_the_lm_loss_are_weighted_by_gold_tokens():
+    """Σ_i w_i·L_i is the whole batch's token mean only when w_i counts tokens, not examples."""
+    model, tok = load_tiny("tiny-opt")
+    scorer = Scorer(model, tok, "causal")
+    examples = [Example("good film. It was", (" bad", " wonderfully good"), 1),
+                Example("bad film. It was", (" bad", " good"), 0),
+                Example("fine. It was", (" bad", " good"), 1)]  # gold lengths differ between the parts
+    full = scorer.loss(examples).item()
+    by_tokens = MicroBatchLoss(lambda part: scorer.loss(part), examples, 2, size_of=scorer.gold_tokens)
+    by_examples = MicroBatchLoss(lambda part: scorer.loss(part), examples, 2)
+    assert batch_loss(by_tokens) == pytest.approx(full, rel=1e-6)
+    assert batch_loss(by_examples) != pytest.approx(full, rel=1e-3)
+    assert sum(by_tokens.weights) == pytest.approx(1.0)
+    assert scorer.gold_tokens(examples) == sum(len(tok(ex.candidates[ex.gold], add_special_tokens=False)["input_ids"])
+                                               for ex in examples)

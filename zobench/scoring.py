@@ -164,6 +164,13 @@ class Scorer:
         return PairScores(sums, torch.ones_like(sums), [e for e, _ in pairs], [c for _, c in pairs])
 
     # -- what callers use ----------------------------------------------------------------------
+    def gold_tokens(self, examples: Sequence[Example]) -> int:
+        """How many tokens the ``lm`` loss averages over: the gold candidates' tokens (one per example
+        for masked LMs). Micro-batches of the ``lm`` loss are weighted by it."""
+        if self.kind == "masked":
+            return len(examples)
+        return sum(self._causal_sequence(ex.context, ex.candidates[ex.gold])[1] for ex in examples)
+
     def loss(self, examples: Sequence[Example], loss: str = "lm") -> torch.Tensor:
         """Training loss on a batch (differentiable when grad is enabled)."""
         if loss == "lm":

@@ -97,6 +97,11 @@ class Progress:
             self.bar.close()
 
 
+def _loss_size(scorer: Scorer, loss: str):
+    """What a micro-batch's weight counts: gold tokens for the token-averaged ``lm`` loss, else examples."""
+    return scorer.gold_tokens if loss == "lm" else len
+
+
 class _StepLosses:
     """The loss closure of one step: times every forward, and records (or replays) its values.
 
@@ -188,7 +193,7 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         for step in range(done + 1, tr.steps + 1):
             losses = _StepLosses(scorer, tr.loss, device)
             with timer:
-                stats = optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps))
+                stats = optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss)))
             loss_log.append(losses.values)
             forward_ms.append(losses.forward_ms)
             out["steps"], out["forward_passes"] = step, out["forward_passes"] + stats["forward_passes"]
@@ -253,7 +258,7 @@ def _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay
         for values in resume["loss_log"]:
             batch = next(stream)
             losses = _StepLosses(scorer, tr.loss, device, replay=values)
-            optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps))
+            optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss)))
         return step
     state = resume["tensor_state"]
     with torch.no_grad():

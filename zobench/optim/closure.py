@@ -23,12 +23,15 @@ from zobench.errors import ConfigError
 class MicroBatchLoss:
     """``batch`` split into ``num_micro_batches`` contiguous, near-equal parts.
 
-    ``weights[i] = len(part_i) / len(batch)``: exact for losses that are means over examples
-    (``classification``); for the token-weighted ``lm`` loss it weights micro-batches by
-    examples, as HF Trainer's gradient accumulation does.
+    ``weights[i] = size(part_i) / size(batch)`` with ``size`` the number of terms the loss
+    averages over: examples by default (exact for ``classification``, a mean over examples), the
+    gold tokens for the ``lm`` loss (``size_of=Scorer.gold_tokens``), so that Σ_i w_i·L_i equals
+    the loss of the whole batch, a mean over all its tokens. (HF Trainer weights by examples,
+    which is off when micro-batches hold different numbers of tokens.)
     """
 
-    def __init__(self, loss_of: Callable[[Sequence], torch.Tensor], batch: Sequence, num_micro_batches: int = 1):
+    def __init__(self, loss_of: Callable[[Sequence], torch.Tensor], batch: Sequence, num_micro_batches: int = 1,
+                 size_of: Callable[[Sequence], float] = len):
         if not 1 <= num_micro_batches <= len(batch):
             raise ConfigError(
                 f"optimizer.accumulation_steps={num_micro_batches} is not allowed: expected an integer "
@@ -40,7 +43,11 @@ class MicroBatchLoss:
             bounds.append(bounds[-1] + size + (i < extra))
         self.loss_of, self.batch = loss_of, batch
         self.parts = [batch[a:b] for a, b in zip(bounds, bounds[1:])]
-        self.weights = [len(part) / len(batch) for part in self.parts]
+        if num_micro_batches == 1:
+            self.weights = [1.0]
+        else:
+            sizes = [float(size_of(part)) for part in self.parts]
+            self.weights = [size / sum(sizes) for size in sizes]
         self.num_micro_batches = num_micro_batches
 
     def __call__(self, micro: int | None = None) -> torch.Tensor:
