@@ -91,6 +91,19 @@ def test_masked_lm_scores_verbalizer_at_mask():
         scorer.score_pairs([(0, 0)], [ex])
 
 
+def test_masked_lm_reads_the_text_after_the_mask():
+    """MeZO's RoBERTa SST-2 template is "<sentence> It was <mask>.": the suffix follows the mask."""
+    from zobench.tasks.sst2 import render
+
+    model, tok = load_tiny("tiny-roberta")
+    scorer = Scorer(model, tok, "masked")
+    ex = render({"sentence": "a gripping film ", "label": 1}, "mezo")
+    assert ex.suffix == "." and render({"sentence": "x", "label": 0}, "none").suffix == ""
+    ids, at = scorer._masked_sequence(ex)
+    assert ids == tok(ex.context + " " + tok.mask_token + ".")["input_ids"]
+    assert tok.convert_ids_to_tokens(ids[at + 1]) == "."  # the mask is no longer the last word
+
+
 def test_metrics_accuracy_and_f1():
     exs = [Example("c", ("No", "Yes"), g) for g in (1, 1, 0, 0)]
     m = metrics([1, 0, 1, 0], exs)

@@ -52,7 +52,8 @@ MULTIRC_RECORD = {"idx": 7, "passage": {"text": "Joey loved pie.", "questions": 
         {"text": "pie", "idx": 0, "label": 1}, {"text": "cake", "idx": 1, "label": 0}]}]}}
 
 EXPECTED = {
-    ("sst2", "mezo"): [Example("it 's a charming and often affecting journey . It was", (" terrible", " great"), 1)],
+    ("sst2", "mezo"): [Example("it 's a charming and often affecting journey . It was", (" terrible", " great"), 1,
+                                suffix=".")],
     ("sst2", "none"): [Example("it 's a charming and often affecting journey .", (" terrible", " great"), 1)],
     ("copa", "mezo"): [
         Example("My body cast a shadow over the grass because", (" the sun was rising.", " the grass was cut."), 0),

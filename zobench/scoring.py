@@ -95,7 +95,7 @@ class Scorer:
     def _masked_sequence(self, example: Example) -> tuple[list[int], int]:
         mask = self.tokenizer.mask_token
         sep = " " if example.candidates[0].startswith(" ") else ""
-        ids = self._ids(example.context + sep + mask, True)
+        ids = self._ids(example.context + sep + mask + example.suffix, True)
         if self.tokenizer.eos_token_id is not None and ids[-1] == self.tokenizer.eos_token_id:
             body, tail = ids[:-1], ids[-1:]
         else:

@@ -25,12 +25,15 @@ class Example:
     ``candidates`` are continuations appended verbatim to ``context`` (a leading space is part
     of the candidate when the template wants one). ``gold`` indexes the correct candidate.
     ``group`` identifies the source unit (a MultiRC paragraph) for splits and metrics.
+    ``suffix`` is text that follows the answer slot where a masked LM fills it in place
+    (``context + <mask> + suffix``); causal scoring ends at the candidate and ignores it.
     """
 
     context: str
     candidates: tuple[str, ...]
     gold: int
     group: str | None = None
+    suffix: str = ""
 
 
 @dataclasses.dataclass

@@ -24,6 +24,10 @@ TEMPLATES = {  # name -> context format over the stripped sentence
     "none": "{sentence}",
 }
 
+# Masked LMs (RoBERTa) fill the label word in place: MeZO's RoBERTa template for SST-2 is LM-BFF's
+# "*cls**sent_0*_It_was*mask*.*sep+*" (Gao et al. 2021), i.e. "<s> <sentence> It was <mask>.</s>".
+MASKED_SUFFIX = {"mezo": "."}
+
 _LABELS = {0: 0, 1: 1, "0": 0, "1": 1}  # hub labels are ints, TSV labels strings
 
 
@@ -38,4 +42,4 @@ def read_native(path: Path) -> list[dict]:
 
 def render(record: dict, template: str) -> Example:
     context = pick_template(TEMPLATES, template).format(sentence=record["sentence"].strip())
-    return Example(context, LABEL_WORDS, record["label"])
+    return Example(context, LABEL_WORDS, record["label"], suffix=MASKED_SUFFIX.get(template, ""))
