@@ -341,3 +341,23 @@ def test_real_offline_data(task):
     assert all(looks_right(e.context) for e in td.train + td.dev + td.eval)
     none = load_task(task_cfg(task, template="none"), data_cfg(SHARED_DATA, num_train=16, num_dev=8, num_eval=None))
     check_examples(none.train + none.dev + none.eval)
+
+
+def test_a_native_file_is_parsed_once_for_validation_and_loading(native, monkeypatch):
+    """validate_task reads the files before any model loads; load_task then reuses what it parsed,
+    until the file changes."""
+    import zobench.tasks.sst2 as sst2
+
+    calls = []
+    real = sst2.read_native
+    monkeypatch.setattr(sst2, "read_native", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr("zobench.tasks._READ_CACHE", {})
+    cfg, data = task_cfg("sst2"), data_cfg(native, seed=1)
+    validate_task(cfg, data)
+    first = load_task(cfg, data)
+    assert len(calls) == 2  # train and dev files, once each
+    train = native / "sst2" / "train.tsv"
+    train.write_text(train.read_text() + "one more line .\t1\n")
+    load_task(cfg, data)
+    assert len(calls) == 3 and calls[-1] == train  # the changed file is read again
+    assert first.info["pool_sizes"]["train"] + 1 == load_task(cfg, data).info["pool_sizes"]["train"]

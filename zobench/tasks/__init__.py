@@ -189,11 +189,22 @@ def _native_pools(spec: _Spec) -> _Pools:
     return _Pools(train_pool, eval_pool, {"train": str(eval_path), "eval": str(eval_path)}, note)
 
 
+_READ_CACHE: dict[tuple, list] = {}  # (task module, path, mtime, size) -> records: validate, then load, parses once
+_READ_CACHE_FILES = 8
+
+
 def _read(module: ModuleType, path: Path) -> list:
-    records = module.read_native(path)
-    if not records:
-        raise ConfigError(f"{path} holds no records.")
-    return records
+    """The records of one native file, parsed once per version of the file (keyed by mtime and size)."""
+    stat = path.stat()
+    key = (module.__name__, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _READ_CACHE:
+        records = module.read_native(path)
+        if not records:
+            raise ConfigError(f"{path} holds no records.")
+        while len(_READ_CACHE) >= _READ_CACHE_FILES:
+            _READ_CACHE.pop(next(iter(_READ_CACHE)))
+        _READ_CACHE[key] = records
+    return list(_READ_CACHE[key])  # a new list: callers sample and split it
 
 
 def _hub_pools(spec: _Spec) -> _Pools:
