@@ -214,7 +214,28 @@ def _hub_pools(spec: _Spec) -> _Pools:
     ref = f"hub:{hub['path']}" + (f"/{hub['name']}" if hub.get("name") else "")
     pools, source = [], {}
     for split, split_name in (("train", hub["train_split"]), ("eval", hub["eval_split"])):
-        rows = datasets.load_dataset(hub["path"], hub.get("name"), split=split_name)
-        source[split] = f"{ref}[{split_name}]"
+        rows, revision = _load_hub_split(datasets, hub["path"], hub.get("name"), split_name, hub.get("revision"))
+        source[split] = f"{ref}[{split_name}]" + (f"@{revision}" if revision else "")
         pools.append([spec.module.parse(row, f"{source[split]} row {i}") for i, row in enumerate(rows)])
     return _Pools(pools[0], pools[1], source)
+
+
+PARQUET_REVISION = "refs/convert/parquet"  # the hub's automatic Parquet export of every dataset
+
+
+def _load_hub_split(datasets, path: str, name: str | None, split: str, revision: str | None):
+    """``datasets.load_dataset`` of one split; (rows, revision used).
+
+    ``super_glue`` and ``winogrande`` are script datasets on the hub, which ``datasets`` >= 4
+    refuses ("Dataset scripts are no longer supported"); the hub's Parquet export of the same
+    data (revision ``refs/convert/parquet``) loads without the script, so that is tried next.
+    ``task.hub.revision`` pins a revision and skips the fallback.
+    """
+    if revision:
+        return datasets.load_dataset(path, name, split=split, revision=revision), revision
+    try:
+        return datasets.load_dataset(path, name, split=split), None
+    except RuntimeError as err:
+        if "scripts are no longer supported" not in str(err):
+            raise
+        return datasets.load_dataset(path, name, split=split, revision=PARQUET_REVISION), PARQUET_REVISION
