@@ -207,6 +207,13 @@ def test_every_experiment_composes_to_a_sweep_over_existing_choices():
                 assert group not in block.skipped, (name, block.skipped)
     assert any(j["model"] == "smollm2-135m" for j in plan_block("cpu/mezo_opt13b/zo_full").jobs)
     assert {j["optimizer.lr"] for j in plan_block("full/mezo_opt13b/zo_full").jobs} == {1e-6, 1e-7}  # MeZO's grid
+    # ZO-Bench's SST2 table: one block per cell, each with ZO-Bench's own sweep grid for that cell
+    adam = plan_block("full/zobench_sst2/zo_adam/lora").jobs
+    assert {j["optimizer.lr"] for j in adam} == {1e-4, 1e-5, 1e-6}
+    assert {j["optimizer.eps"] for j in adam} == {1e-2, 1e-3, 1e-4, 1e-5} and len(adam) == 3 * 4 * 3  # x 3 seeds
+    assert {j["optimizer.sign"] for j in plan_block("full/zobench_sst2/zo_sgd_sign/full").jobs} == {"projected"}
+    cells = {tuple(n.split("/")[2:]) for n in block_names("full") if n.startswith("full/zobench_sst2/")}
+    assert len(cells) == 8 * 4  # 8 optimizers x 4 schemes
 
 
 def test_cost_model_estimates():
