@@ -214,6 +214,8 @@ def test_every_experiment_composes_to_a_sweep_over_existing_choices():
     assert {j["optimizer.sign"] for j in plan_block("full/zobench_sst2/zo_sgd_sign/full").jobs} == {"projected"}
     cells = {tuple(n.split("/")[2:]) for n in block_names("full") if n.startswith("full/zobench_sst2/")}
     assert len(cells) == 8 * 4  # 8 optimizers x 4 schemes
+    mmt = plan_block("full/copa_winogrande_opt13b/zo_sgd_mmt/winogrande").jobs
+    assert {j["optimizer.eps"] for j in mmt} == {1e-3, 1e-4, 1e-5} and {j["task"] for j in mmt} == {"winogrande"}
 
 
 def test_cost_model_estimates():
