@@ -261,24 +261,3 @@ def test_micro_batches_of_the_lm_loss_are_weighted_by_gold_tokens():
     assert sum(by_tokens.weights) == pytest.approx(1.0)
     assert scorer.gold_tokens(examples) == sum(len(tok(ex.candidates[ex.gold], add_special_tokens=False)["input_ids"])
                                                for ex in examples)
-
-
-def test_gaussian_chunks_are_drawn_on_all_threads_with_one_stream_whatever_the_thread_count():
-    """A chunk of SUB-element sub-blocks, each from its own seed: the same numbers on 1 or 2 threads."""
-    from zobench.optim import directions
-
-    n = 2 * directions.SUB + 123  # three sub-blocks, the last one short
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        parallel = directions.draw(7, 3, 1, n, torch.device("cpu"), torch.float32)
-        torch.set_num_threads(1)
-        serial = directions.draw(7, 3, 1, n, torch.device("cpu"), torch.float32)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(parallel, serial)
-    subs = parallel.split(directions.SUB)
-    assert len(subs) == 3 and not torch.equal(subs[0][:100], subs[1][:100])  # independent sub-blocks
-    assert abs(float(parallel.mean())) < 5e-3 and abs(float(parallel.var()) - 1) < 5e-3
-    gen = torch.Generator().manual_seed(mix(7, 3, 1, 2))  # sub-block k > 0: seeded with mix(seed, i, c, k)
-    assert torch.equal(subs[2], torch.randn(123, generator=gen))

@@ -9,11 +9,7 @@ is 113 MiB in SmolLM2-135M, 1 GiB in LLaMA-2-7B's fp32 vocab), so a ZO step's pe
 at the inference peak.
 
 Distributions (``optimizer.direction``):
-  gaussian    z ~ N(0, I): MeZO, ZO-Bench. E[zzᵀ] = I. A chunk is drawn as sub-blocks of ``SUB``
-              elements, sub-block k from its own generator seeded mix(s_j, i, c, k) (k = 0:
-              mix(s_j, i, c)), so the stream does not depend on the thread count, and on CPU the
-              sub-blocks are drawn on all intra-op threads at once: torch's CPU ``normal_`` runs on
-              one thread (its generator is sequential), which made it the wall of a CPU ZO step.
+  gaussian    z ~ N(0, I): MeZO, ZO-Bench. E[zzᵀ] = I.
   rademacher  z ∈ {−1, +1}ⁿ uniformly: Spall's original SPSA directions, also E[zzᵀ] = I (so
               the two-point estimate stays unbiased to O(ε²)). Built from packed random bits:
               8 bytes of generator output give 64 signs, expanded by a 256 × 8 lookup table,
@@ -22,15 +18,12 @@ Distributions (``optimizer.direction``):
 """
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Protocol
 
 import torch
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
-CHUNK = 1 << 22  # elements per chunk of a sweep: 4 Mi (16 MiB in fp32)
-SUB = 1 << 20    # Gaussian elements per generator seeding: 1 Mi, the unit drawn in parallel
+CHUNK = 1 << 22  # elements drawn per generator seeding: 4 Mi (16 MiB in fp32)
 
 _MASK64 = (1 << 64) - 1
 _generators: dict[torch.device, torch.Generator] = {}
@@ -59,49 +52,6 @@ def _generator(device: torch.device) -> torch.Generator:
     return _generators[device]
 
 
-_local = threading.local()  # one generator per (thread, device): the Gaussian sub-blocks' workers
-_pool: ThreadPoolExecutor | None = None
-
-
-def _thread_generator(device: torch.device) -> torch.Generator:
-    gens = getattr(_local, "generators", None)
-    if gens is None:
-        gens = _local.generators = {}
-    if device not in gens:
-        gens[device] = torch.Generator(device=device)
-    return gens[device]
-
-
-def _workers() -> ThreadPoolExecutor:
-    global _pool
-    threads = max(torch.get_num_threads(), 1)
-    if _pool is None or _pool._max_workers != threads:
-        _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zobench-rng")
-    return _pool
-
-
-def _gaussian(seed: int, index: int, chunk: int, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """N(0, 1) for one chunk, sub-block k from the generator seeded mix(seed, index, chunk[, k])."""
-    subs = (n + SUB - 1) // SUB
-    if subs <= 1:
-        gen = _generator(device)
-        gen.manual_seed(mix(seed, index, chunk))
-        return torch.randn(n, generator=gen, device=device, dtype=dtype)
-    out = torch.empty(n, device=device, dtype=dtype)
-
-    def fill(k: int) -> None:
-        gen = _thread_generator(device)
-        gen.manual_seed(mix(seed, index, chunk) if k == 0 else mix(seed, index, chunk, k))
-        torch.randn(min(SUB, n - k * SUB), generator=gen, out=out[k * SUB : (k + 1) * SUB])
-
-    if device.type == "cpu" and torch.get_num_threads() > 1:
-        list(_workers().map(fill, range(subs)))
-    else:
-        for k in range(subs):
-            fill(k)
-    return out
-
-
 def _sign_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Row b holds the 8 bits of byte b as ±1: byte → 8 signs in one gather."""
     key = (device, dtype)
@@ -120,10 +70,10 @@ def chunk_bounds(numel: int):
 def draw(seed: int, index: int, chunk: int, n: int, device: torch.device, dtype: torch.dtype,
          distribution: str = "gaussian") -> torch.Tensor:
     """Chunk ``chunk`` (``n`` elements, flat) of z(seed) restricted to tensor ``index``."""
-    if distribution == "gaussian":
-        return _gaussian(seed, index, chunk, n, device, dtype)
     gen = _generator(device)
     gen.manual_seed(mix(seed, index, chunk))
+    if distribution == "gaussian":
+        return torch.randn(n, generator=gen, device=device, dtype=dtype)
     if distribution == "rademacher":
         nbytes = (n + 7) // 8
         words = torch.randint(-(2**63), 2**63 - 1, ((nbytes + 7) // 8,), generator=gen, device=device,
