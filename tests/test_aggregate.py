@@ -324,3 +324,14 @@ def test_zobench_sst2_table_shows_relizo_numbers_beside_opt_1_3b_runs(tmp_path):
     assert cell[("FO-SGD", "FT")].published == 91.1 and cell[("FO-SGD", "FT")].stats.n == 0
     assert math.isnan(cell[("ZO-SGD-MMT", "FT")].published)  # no published number: none shipped
     assert any("ReLIZO (Wang et al. 2024), Table 4" in s for s in table.sources)
+
+
+def test_block_wise_runs_with_either_update_order_are_two_configurations(tmp_path):
+    """optimizer.estimator.immediate is read from config.yaml: the two orders are not pooled or superseded."""
+    for order in (True, False):
+        cfg = {"optimizer": {"name": "zo_sgd_block", "estimator": {"level": "layer", "restrict": True,
+                                                                  "immediate": order}}}
+        write_run(tmp_path, f"order-{order}", config=cfg, optimizer="zo_sgd_block", test_score=0.5 + 0.1 * order)
+    runs = load_runs(tmp_path)
+    assert set(runs["status"]) == {"completed"} and set(runs["block_immediate"]) == {True, False}
+    assert len(group_seeds(runs, ["test_score"], ["block_immediate"])) == 2

@@ -193,7 +193,11 @@ def test_immediate_updates_refuse_settings_without_blocks_or_with_a_stale_base_l
         BlockSPSA("layer", **kwargs)
 
 
-def test_immediate_updates_refuse_the_conservative_rule():
+def test_immediate_updates_refuse_the_conservative_rule_before_any_model_loads():
+    with pytest.raises(ConfigError, match="conservative=true is not allowed with optimizer.estimator.immediate"):
+        validate_config(compose_cfg("optimizer=zo_sgd_block", "optimizer.conservative=true"))
+    validate_config(compose_cfg("optimizer=zo_sgd_block", "optimizer.conservative=true",
+                                "optimizer.estimator.immediate=false"))  # the Jacobi order takes it
     model, _ = load_tiny("tiny-opt")
     with pytest.raises(ConfigError, match="conservative=true is not allowed with optimizer.estimator.immediate"):
         ZOOptimizer(list(model.named_parameters()), BlockSPSA("layer", immediate=True), lr=1e-2, eps=1e-3,

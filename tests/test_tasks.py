@@ -138,27 +138,37 @@ def test_hub_path_loads_named_dataset_and_renders_like_native(monkeypatch, task)
     assert sorted(td.dev, key=repr) == sorted(EXPECTED[task, "mezo"], key=repr)
 
 
-def test_a_script_dataset_is_loaded_from_the_hubs_parquet_export(monkeypatch):
-    """datasets >= 4 refuses super_glue's loading script; the hub's Parquet export serves the same rows."""
+def test_a_script_dataset_is_loaded_from_the_hubs_parquet_export(monkeypatch, tmp_path):
+    """datasets >= 4 refuses super_glue's loading script; the hub's Parquet export serves the same rows,
+    one folder per config. The export's layout is rebuilt here and read by the real datasets."""
     datasets = pytest.importorskip("datasets")
-    calls = []
+    import pandas as pd
 
-    def fake_load_dataset(path, name=None, split=None, revision=None):
-        calls.append((path, name, split, revision))
+    export = tmp_path / "super_glue"  # refs/convert/parquet: <config>/<split>/0000.parquet
+    for config, rows in (("copa", HUB_ROWS["copa"]), ("sst2", HUB_ROWS["sst2"])):  # another config beside it
+        for split in ("train", "validation"):
+            (export / config / split).mkdir(parents=True)
+            pd.DataFrame(rows).to_parquet(export / config / split / "0000.parquet")
+    real, calls = datasets.load_dataset, []
+
+    def fake_load_dataset(path, name=None, split=None, revision=None, data_dir=None):
+        calls.append((path, name, data_dir, split, revision))
         if revision is None:
             raise RuntimeError("Dataset scripts are no longer supported, but found super_glue.py")
-        return HUB_ROWS["copa"]
+        return real(str(export), name, data_dir=data_dir, split=split)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     td = load_task(task_cfg("copa"), data_cfg(None, num_train=0, num_dev=2, num_eval=None))
-    assert calls[:2] == [("super_glue", "copa", "train", None), ("super_glue", "copa", "train", "refs/convert/parquet")]
+    assert calls[:2] == [("super_glue", "copa", None, "train", None),
+                         ("super_glue", None, "copa", "train", "refs/convert/parquet")]
     assert td.info["source"]["eval"] == "hub:super_glue/copa[validation]@refs/convert/parquet"
     assert sorted(td.eval, key=repr) == sorted(EXPECTED["copa", "mezo"], key=repr)
     calls.clear()  # a pinned revision is used as is, and any other error is not hidden
     pinned = task_cfg("copa")
     OmegaConf.update(pinned, "hub.revision", "abc123")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(k) or HUB_ROWS["copa"])
     load_task(pinned, data_cfg(None, num_train=0, num_dev=2, num_eval=None))
-    assert {c[3] for c in calls} == {"abc123"}
+    assert {c["revision"] for c in calls} == {"abc123"}
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("offline")))
     with pytest.raises(RuntimeError, match="offline"):
         load_task(task_cfg("copa"), data_cfg(None, num_train=0, num_dev=2, num_eval=None))

@@ -175,6 +175,10 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
                     f"optimizer.transforms[{i}]={tr._target_} is not allowed with optimizer.conservative=true: "
                     "choose no transform or ScaleBySign (the two candidate updates would advance its state twice)."
                 )
+        if est is not None and est.get("immediate", False):
+            raise ConfigError("optimizer.conservative=true is not allowed with optimizer.estimator.immediate=true: "
+                              "the blocks are updated as they are estimated, so there is no whole step to compare "
+                              "(set optimizer.estimator.immediate=false).")
     if opt.family == "hybrid":  # zobench/optim/hybrid.py: zo_layers, zo_lr, torch_optimizer
         from zobench.optim.hybrid import check_config
 

@@ -32,6 +32,7 @@ CONFIG_FIELDS = {
     "sign": "optimizer.sign",
     "block_level": "optimizer.estimator.level",
     "block_restrict": "optimizer.estimator.restrict",
+    "block_immediate": "optimizer.estimator.immediate",
     "sparsity": "optimizer.estimator.sparsity",
     "sparsity_group": "optimizer.estimator.group",
     "resample_every": "optimizer.estimator.resample_every",
@@ -50,7 +51,7 @@ CONFIG_FIELDS = {
 # What makes two runs the same configuration (seed aside). Columns absent from a frame are skipped.
 CONFIG_KEYS = ["model", "task", "tuning", "optimizer", "dtype", "template", "metric", "loss", "lr", "eps",
                "weight_decay", "schedule", "num_directions", "direction", "accumulation_steps", "one_sided", "sign",
-               "block_level", "block_restrict", "sparsity", "sparsity_group", "resample_every", "zo_layers", "zo_lr",
+               "block_level", "block_restrict", "block_immediate", "sparsity", "sparsity_group", "resample_every", "zo_layers", "zo_lr",
                "pad_to_length", "steps_budget", "batch_size", "max_length",
                "num_train", "num_dev", "num_eval"]
 

@@ -204,7 +204,7 @@ def _read(module: ModuleType, path: Path) -> list:
         while len(_READ_CACHE) >= _READ_CACHE_FILES:
             _READ_CACHE.pop(next(iter(_READ_CACHE)))
         _READ_CACHE[key] = records
-    return list(_READ_CACHE[key])  # a new list: callers sample and split it
+    return [dict(r) for r in _READ_CACHE[key]]  # copies: what a caller does to a record stays with it
 
 
 def _hub_pools(spec: _Spec) -> _Pools:
@@ -229,7 +229,9 @@ def _load_hub_split(datasets, path: str, name: str | None, split: str, revision:
     ``super_glue`` and ``winogrande`` are script datasets on the hub, which ``datasets`` >= 4
     refuses ("Dataset scripts are no longer supported"); the hub's Parquet export of the same
     data (revision ``refs/convert/parquet``) loads without the script, so that is tried next.
-    ``task.hub.revision`` pins a revision and skips the fallback.
+    The export holds one folder per config (``copa/train/0000.parquet``) and no config metadata,
+    so the config is passed as ``data_dir``: as ``name`` datasets would look for a builder config
+    that does not exist. ``task.hub.revision`` pins a revision and skips the fallback.
     """
     if revision:
         return datasets.load_dataset(path, name, split=split, revision=revision), revision
@@ -238,4 +240,4 @@ def _load_hub_split(datasets, path: str, name: str | None, split: str, revision:
     except RuntimeError as err:
         if "scripts are no longer supported" not in str(err):
             raise
-        return datasets.load_dataset(path, name, split=split, revision=PARQUET_REVISION), PARQUET_REVISION
+        return datasets.load_dataset(path, data_dir=name, split=split, revision=PARQUET_REVISION), PARQUET_REVISION
