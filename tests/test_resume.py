@@ -62,6 +62,17 @@ def test_a_completed_cell_is_skipped_and_a_changed_one_is_not(native, tmp_path):
     assert "skipped" not in changed and changed["cell_key"] != first["cell_key"]
 
 
+def test_a_cell_computed_by_older_code_is_computed_again(native, tmp_path, monkeypatch):
+    """A code change that alters results bumps RESULTS_VERSION: the same config is then a new cell."""
+    import zobench.checkpoint as checkpoint
+
+    cfg = compose_cfg(*SMALL, f"data.dir={native}")
+    first = run_cell(cfg, tmp_path / "run")
+    monkeypatch.setattr(checkpoint, "RESULTS_VERSION", checkpoint.RESULTS_VERSION + 1)
+    again = run_cell(cfg, tmp_path / "run")
+    assert "skipped" not in again and again["cell_key"] != first["cell_key"]
+
+
 def test_a_checkpoint_of_another_config_is_not_resumed(native, tmp_path, monkeypatch):
     cfg = compose_cfg(*SMALL, f"data.dir={native}", *RESUMABLE)
     with monkeypatch.context() as m:

@@ -1,7 +1,7 @@
 """Checkpoint and resume: a killed run picks up where its last checkpoint left it.
 
 A cell is identified by ``cell_key``: a hash of its resolved config, without the keys that
-do not change results (where files go, logging, checkpoint cadence). A run directory that
+do not change results (where files go, logging, checkpoint cadence), and of RESULTS_VERSION. A run directory that
 already holds a ``completed`` summary for the same key is skipped; one that holds a
 checkpoint for the same key resumes from it.
 
@@ -29,6 +29,12 @@ from omegaconf import OmegaConf
 
 from zobench.record import write_atomic
 
+# Bumped by every code change that alters what a cell computes from the same config (scoring, data
+# rendering, an update rule), so that re-running a sweep computes those cells again instead of
+# skipping them as completed. 2: masked-LM SST-2 suffix, lm micro-batches weighted by tokens,
+# block-wise ZO's immediate updates by default.
+RESULTS_VERSION = 2
+
 # Keys that change where results go or how they are logged, not what they are.
 VOLATILE = ("hydra", "paths", "logger", "sweep_name", "trainer.log_every", "trainer.checkpoint_every",
             "trainer.resume", "trainer.save_trainable")
@@ -42,6 +48,7 @@ def cell_key(cfg) -> str:
             resolved[node].pop(rest[0], None)
         elif not rest:
             resolved.pop(node, None)
+    resolved["_results_version"] = RESULTS_VERSION
     text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
