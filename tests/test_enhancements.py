@@ -121,10 +121,10 @@ def test_an_unknown_level_names_the_key_and_the_choices():
 
 # -- block-wise ZO -----------------------------------------------------------------------------
 
-def test_a_block_wise_step_moves_each_block_only_along_its_own_direction():
+def block_step(est: BlockSPSA):
+    """One step of ``est`` on tiny-opt, recording before each forward which tensors differ from the start."""
     model, tok = load_tiny("tiny-opt")
     scorer, named = Scorer(model, tok, "causal"), list(model.named_parameters())
-    est = BlockSPSA("layer")
     opt = ZOOptimizer(named, est, lr=1e-2, eps=1e-3, seed=7)
     start = [p.detach().clone() for _, p in named]
     touched, values = [], []
@@ -134,7 +134,12 @@ def test_a_block_wise_step_moves_each_block_only_along_its_own_direction():
         values.append(float(scorer.loss(TINY_EXAMPLES)))
         return torch.tensor(values[-1])
 
-    stats = opt.step(loss)
+    return opt.step(loss), opt, named, start, touched, values
+
+
+def test_a_block_wise_step_moves_each_block_only_along_its_own_direction():
+    est = BlockSPSA("layer")
+    stats, opt, named, start, touched, values = block_step(est)
     blocks = est.blocks
     assert [b.name for b in blocks] == ["embeddings", "model.decoder.layers.0", "model.decoder.layers.1", "head"]
     assert stats["forward_passes"] == 2 * len(blocks) == len(values)  # 2 per block
@@ -149,19 +154,8 @@ def test_a_block_wise_step_moves_each_block_only_along_its_own_direction():
 
 def test_immediate_updates_probe_each_block_at_the_updated_weights_and_replay_from_the_log():
     """ZO-Bench's default (coordinate_perturbation): block b is updated before block b + 1 is probed."""
-    model, tok = load_tiny("tiny-opt")
-    scorer, named = Scorer(model, tok, "causal"), list(model.named_parameters())
     est = BlockSPSA("layer", immediate=True)
-    opt = ZOOptimizer(named, est, lr=1e-2, eps=1e-3, seed=7)
-    start = [p.detach().clone() for _, p in named]
-    touched, values = [], []
-
-    def loss():
-        touched.append({i for i, (_, p) in enumerate(named) if changed(p, start[i])})
-        values.append(float(scorer.loss(TINY_EXAMPLES)))
-        return torch.tensor(values[-1])
-
-    stats = opt.step(loss)
+    stats, opt, named, start, touched, values = block_step(est)
     blocks = est.blocks
     assert stats["forward_passes"] == 2 * len(blocks) == len(values)
     _, seeds, coeffs, lr = opt.seed_log[0]

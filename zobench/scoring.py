@@ -169,7 +169,7 @@ class Scorer:
         for masked LMs). Micro-batches of the ``lm`` loss are weighted by it."""
         if self.kind == "masked":
             return len(examples)
-        return sum(self._causal_sequence(ex.context, ex.candidates[ex.gold])[1] for ex in examples)
+        return sum(len(self._ids(ex.candidates[ex.gold], False)) for ex in examples)
 
     def loss(self, examples: Sequence[Example], loss: str = "lm") -> torch.Tensor:
         """Training loss on a batch (differentiable when grad is enabled)."""

@@ -32,15 +32,12 @@ there are blocks, ĝ = (1/B) Σ_j g_j z_j with z_j ~ N(0, I_d): ``restrict: fals
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import torch
 
 from zobench.errors import ConfigError, bad_choice, bad_value
 from zobench.optim.blocks import LEVELS, Block, group_blocks
-from zobench.optim.closure import batch_loss
-from zobench.optim.directions import mix, perturb_many_
 from zobench.optim.estimate import SeedEstimate
 from zobench.optim.spsa import SIGNS, SPSA
 
@@ -113,20 +110,5 @@ class BlockSPSA(SPSA):
         own estimate ``part`` (which still has the block's last probe pending), called after each block."""
         if not self.immediate or apply_block is None:
             return super().__call__(params, loss_fn, eps, seed)
-        seeds = [mix(seed, j) for j in range(self.num_directions)]
-        masks = self.direction_masks(seeds)
-        coeffs, losses = [], []
-        for s, block in zip(seeds, self.blocks):
-            perturb_many_(params, [(s, eps)], self.distribution, masks)
-            plus = batch_loss(loss_fn)
-            perturb_many_(params, [(s, -2 * eps)], self.distribution, masks)
-            minus = batch_loss(loss_fn)
-            g = (plus - minus) / (2 * eps)
-            if self.sign == "projected":
-                g = math.copysign(1.0, g) if g != 0 else 0.0
-            coeffs.append(g)
-            losses.append((plus + minus) / 2)
-            apply_block(SeedEstimate([s], [g], losses[-1], 2, pending=[(s, eps)], masks={s: masks[s]}),
-                        frozenset(block.indices))
-        return SeedEstimate(seeds, coeffs, sum(losses) / len(losses), self.forward_passes_per_step(), masks=masks,
-                            applied=True)
+        return super().__call__(params, loss_fn, eps, seed,
+                                on_direction=lambda j, part: apply_block(part, frozenset(self.blocks[j].indices)))

@@ -53,14 +53,18 @@ class SPSA:
         return {}
 
     @torch.no_grad()
-    def __call__(self, params: list[torch.Tensor], loss_fn: Callable, eps: float, seed: int) -> SeedEstimate:
+    def __call__(self, params: list[torch.Tensor], loss_fn: Callable, eps: float, seed: int,
+                 on_direction: Callable[[int, SeedEstimate], None] | None = None) -> SeedEstimate:
+        """``on_direction(j, part)``, if given, is called once direction j is estimated, with ``part`` its
+        own one-direction estimate (probe still pending); it must remove the probe (block-wise ZO's
+        immediate update does, zobench/optim/blockwise.py), and the estimate returned is ``applied``."""
         q = self.num_directions
         seeds = [mix(seed, j) for j in range(q)]
         masks = self.direction_masks(seeds)
         coeffs, losses = [], []  # losses: the mean of each probe pair, ≈ L(θ) + O(ε²)
         base = batch_loss(loss_fn) if self.one_sided else None
         undo: list[tuple[int, float]] = []  # the previous probe, removed in the sweep that takes the next
-        for s in seeds:
+        for j, s in enumerate(seeds):
             perturb_many_(params, undo + [(s, eps)], self.distribution, masks)
             plus = batch_loss(loss_fn)
             if self.one_sided:
@@ -75,6 +79,10 @@ class SPSA:
             if self.sign == "projected":
                 g = math.copysign(1.0, g) if g != 0 else 0.0
             coeffs.append(g / q if self.average else g)
+            if on_direction is not None:
+                on_direction(j, SeedEstimate([s], coeffs[-1:], plus, 0, pending=undo,
+                                             masks={s: masks[s]} if s in masks else {}))
+                undo = []
         loss = base if self.one_sided else sum(losses) / len(losses)
         return SeedEstimate(seeds, coeffs, loss, self.forward_passes_per_step(), pending=undo, base_loss=base,
-                            masks=masks)
+                            masks=masks, applied=on_direction is not None)
