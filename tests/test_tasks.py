@@ -6,6 +6,7 @@ present.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import re
@@ -53,31 +54,32 @@ MULTIRC_RECORD = {"idx": 7, "passage": {"text": "Joey loved pie.", "questions": 
 
 EXPECTED = {
     ("sst2", "mezo"): [Example("it 's a charming and often affecting journey . It was", (" terrible", " great"), 1,
-                                suffix=".")],
-    ("sst2", "none"): [Example("it 's a charming and often affecting journey .", (" terrible", " great"), 1)],
+                                suffix=".", id="dev:0")],
+    ("sst2", "none"): [Example("it 's a charming and often affecting journey .", (" terrible", " great"), 1, id="dev:0")],
     ("copa", "mezo"): [
-        Example("My body cast a shadow over the grass because", (" the sun was rising.", " the grass was cut."), 0),
+        Example("My body cast a shadow over the grass because", (" the sun was rising.", " the grass was cut."), 0, id="0"),
         Example("The parents forbade their children from watching the movie so",
-                (" the movie was rated R.", " I bought the DVD."), 1),
+                (" the movie was rated R.", " I bought the DVD."), 1, id="1"),
     ],
     ("copa", "none"): [
-        Example("My body cast a shadow over the grass.", (" The sun was rising.", " The grass was cut."), 0),
+        Example("My body cast a shadow over the grass.", (" The sun was rising.", " The grass was cut."), 0, id="0"),
         Example("The parents forbade their children from watching the movie.",
-                (" The movie was rated R.", " I bought the DVD."), 1),
+                (" The movie was rated R.", " I bought the DVD."), 1, id="1"),
     ],
     ("winogrande", "mezo"): [Example("Sarah was a much better surgeon than Maria so",
-                                     (" Sarah always got the easier cases.", " Maria always got the easier cases."), 1)],
+                                     (" Sarah always got the easier cases.", " Maria always got the easier cases."), 1,
+                                     id="3FCO-2")],
     ("winogrande", "none"): [Example("Sarah was a much better surgeon than Maria so _ always got the easier cases.",
-                                     (" Sarah", " Maria"), 1)],
+                                     (" Sarah", " Maria"), 1, id="3FCO-2")],
     ("multirc", "mezo"): [
         Example('Joey loved pie.\nQuestion: What did Joey love?\nI found this answer "pie". Is that correct? Yes or No?\n',
-                ("No", "Yes"), 1, "7"),
+                ("No", "Yes"), 1, "7", id="7/0/0"),
         Example('Joey loved pie.\nQuestion: What did Joey love?\nI found this answer "cake". Is that correct? Yes or No?\n',
-                ("No", "Yes"), 0, "7"),
+                ("No", "Yes"), 0, "7", id="7/0/1"),
     ],
     ("multirc", "none"): [
-        Example("Joey loved pie.\nWhat did Joey love?\npie\n", ("No", "Yes"), 1, "7"),
-        Example("Joey loved pie.\nWhat did Joey love?\ncake\n", ("No", "Yes"), 0, "7"),
+        Example("Joey loved pie.\nWhat did Joey love?\npie\n", ("No", "Yes"), 1, "7", id="7/0/0"),
+        Example("Joey loved pie.\nWhat did Joey love?\ncake\n", ("No", "Yes"), 0, "7", id="7/0/1"),
     ],
 }
 
@@ -134,8 +136,15 @@ def test_hub_path_loads_named_dataset_and_renders_like_native(monkeypatch, task)
     path, name = HUB_NAMES[task]
     assert calls == [(path, name, "train"), (path, name, "validation")]
     assert td.info["source"] == {"train": f"hub:{path}/{name}[train]", "eval": f"hub:{path}/{name}[validation]"}
-    assert sorted(td.eval, key=repr) == sorted(EXPECTED[task, "mezo"], key=repr)
-    assert sorted(td.dev, key=repr) == sorted(EXPECTED[task, "mezo"], key=repr)
+    # The same records as the native files; ids are the hub's own: its rows are the files' rows in order, and
+    # WinoGrande's hub rows carry no qID, so there the id is the row's place in its split.
+    hub_ids = {"sst2": ("dev:0", "train:0"), "winogrande": ("dev:0", "train:0")}
+    eval_id, train_id = hub_ids.get(task, (None, None))
+    for got, split_id in ((td.eval, eval_id), (td.dev, train_id)):
+        expected = EXPECTED[task, "mezo"]
+        if split_id:
+            expected = [dataclasses.replace(e, id=split_id) for e in expected]
+        assert sorted(got, key=repr) == sorted(expected, key=repr)
 
 
 def test_a_script_dataset_is_loaded_from_the_hubs_parquet_export(monkeypatch, tmp_path):
@@ -213,7 +222,7 @@ def test_templates_do_not_change_which_records_are_sampled(native):
     mezo = load_task(task_cfg("sst2", template="mezo"), data_cfg(native, seed=3))
     none = load_task(task_cfg("sst2", template="none"), data_cfg(native, seed=3))
     for split in ("train", "dev", "eval"):
-        as_none = [Example(e.context[: -len(" It was")], e.candidates, e.gold) for e in getattr(mezo, split)]
+        as_none = [Example(e.context[: -len(" It was")], e.candidates, e.gold, id=e.id) for e in getattr(mezo, split)]
         assert as_none == getattr(none, split)
 
 

@@ -12,10 +12,11 @@ and may provide
     split_without_train(records, source) -> (train_pool, eval_pool, note)
         for a task whose train file can be missing from ``data.dir`` (MultiRC offline).
 
-Sampling (MeZO, Malladi et al., 2023): train and dev are ``num_train + num_dev`` records of the
-train split drawn with ``data.seed`` (``split_train_dev``); eval is ``num_eval`` records of the
-validation split drawn with a fixed seed. Records are sampled first and rendered after, so a
-template never changes which examples are used.
+Sampling (MeZO, Malladi et al., 2023; ``zobench.tasks.base``): train and dev are ``num_train +
+num_dev`` records of the train split drawn with ``data.seed`` (``split_train_dev``), exactly MeZO's
+indices for the same seed; eval is ``num_eval`` records of the validation split drawn with
+``data.eval_seed`` (``eval_sample``). Records are sampled first and rendered after, so a template
+never changes which examples are used. Every record carries a stable ``id`` (``Example.id``).
 """
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from zobench.errors import ConfigError, bad_choice, bad_value
-from zobench.tasks.base import Example, TaskData, pick_template, sample_indices, split_train_dev
+from zobench.tasks.base import Example, RenderedPool, TaskData, pick_template, sample_indices, split_train_dev
 
-__all__ = ["Example", "TaskData", "available_tasks", "load_task", "validate_task"]
+__all__ = ["Example", "TaskData", "available_tasks", "eval_sample", "load_task", "validate_task"]
 
-# MeZO samples the eval set with seed 0 whatever the train seed (its run.py: sample_subset("valid",
-# seed=0)), so all seeds of a cell are scored on the same examples and differ only in train / dev.
+# data.eval_seed when the key is absent (conf/data/default.yaml sets it): zobench's fixed eval set.
+# MeZO's training runs draw eval with the train seed instead (large_models/run.py main(), line 480:
+# sample_subset(data_split="valid", seed=train_set_seed, num=num_eval), train_set_seed being mezo.sh's
+# SEED); only its ICL runs, with no train_set_seed, use seed 0 (line 517). A fixed eval set scores every
+# seed and method on the same examples, so they can be compared paired; data.eval_seed=null is MeZO's.
 EVAL_SEED = 0
 METRICS = ("accuracy", "f1")
 
@@ -58,6 +62,7 @@ class _Spec:
     num_dev: int
     num_eval: int | None  # None: the whole eval split
     seed: int
+    eval_seed: int  # data.eval_seed, with null resolved to data.seed
 
 
 @dataclasses.dataclass
@@ -84,8 +89,7 @@ def load_task(task_cfg, data_cfg) -> TaskData:
     spec = _check(task_cfg, data_cfg)
     pools = _native_pools(spec) if spec.dir is not None else _hub_pools(spec)
     train, dev = split_train_dev(pools.train, spec.num_train, spec.num_dev, spec.seed)
-    n_eval = len(pools.eval) if spec.num_eval is None else spec.num_eval
-    evals = [pools.eval[i] for i in sample_indices(len(pools.eval), n_eval, EVAL_SEED)]
+    evals = eval_sample(pools.eval, spec.num_eval, spec.eval_seed)
     render = spec.module.render
     info: dict[str, Any] = {
         "task": spec.name,
@@ -95,7 +99,7 @@ def load_task(task_cfg, data_cfg) -> TaskData:
         "num_dev": len(dev),
         "num_eval": len(evals),
         "pool_sizes": {"train": len(pools.train), "eval": len(pools.eval)},
-        "eval_seed": EVAL_SEED,
+        "eval_seed": spec.eval_seed if spec.num_eval is not None else None,  # None: the whole split, file order
     }
     if pools.note:
         info["split"] = pools.note
@@ -104,7 +108,16 @@ def load_task(task_cfg, data_cfg) -> TaskData:
         dev=[render(r, spec.template) for r in dev],
         eval=[render(r, spec.template) for r in evals],
         info=info,
+        train_pool=RenderedPool(pools.train, render, spec.template),
     )
+
+
+def eval_sample(records: list, num_eval: int | None, seed: int) -> list:
+    """MeZO's eval set: ``sample_subset("valid", seed, num_eval)``, or with ``num_eval`` None the whole
+    validation split in its own order (large_models/run.py ``main``: ``eval_samples = task.valid_samples``)."""
+    if num_eval is None:
+        return list(records)
+    return [records[i] for i in sample_indices(len(records), num_eval, seed)]
 
 
 # ---- checking the config ---------------------------------------------------------------------
@@ -124,12 +137,13 @@ def _need(cfg: dict, key: str, prefix: str, what: str):
     return cfg[key]
 
 
-def _count(data: dict, key: str, minimum: int, allow_none: bool = False) -> int | None:
+def _count(data: dict, key: str, minimum: int, allow_none: bool = False,
+           none_means: str = "the whole split") -> int | None:
     value = data.get(key)
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        extra = " or null (the whole split)" if allow_none else ""
+        extra = f" or null ({none_means})" if allow_none else ""
         raise bad_value(f"data.{key}", value, f"an integer >= {minimum}{extra}")
     return value
 
@@ -161,7 +175,17 @@ def _check(task_cfg, data_cfg) -> _Spec:
         num_dev=_count(data, "num_dev", 0),
         num_eval=_count(data, "num_eval", 1, allow_none=True),
         seed=_count(data, "seed", 0),
+        eval_seed=_eval_seed(data),
     )
+
+
+def _eval_seed(data: dict) -> int:
+    """``data.eval_seed``: an integer >= 0, or null for ``data.seed`` (MeZO's training runs)."""
+    if "eval_seed" not in data:
+        return EVAL_SEED
+    if data["eval_seed"] is None:
+        return _count(data, "seed", 0)
+    return _count(data, "eval_seed", 0, allow_none=True, none_means="data.seed, as MeZO's training runs draw eval")
 
 
 # ---- reading the splits ----------------------------------------------------------------------
@@ -216,7 +240,8 @@ def _hub_pools(spec: _Spec) -> _Pools:
     for split, split_name in (("train", hub["train_split"]), ("eval", hub["eval_split"])):
         rows, revision = _load_hub_split(datasets, hub["path"], hub.get("name"), split_name, hub.get("revision"))
         source[split] = f"{ref}[{split_name}]" + (f"@{revision}" if revision else "")
-        pools.append([spec.module.parse(row, f"{source[split]} row {i}") for i, row in enumerate(rows)])
+        where = source[split]
+        pools.append([spec.module.parse(row, f"{where} row {i}", split_name, i) for i, row in enumerate(rows)])
     return _Pools(pools[0], pools[1], source)
 
 

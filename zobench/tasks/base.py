@@ -2,18 +2,22 @@
 the readers that turn native files and hub rows into validated records.
 
 A task turns raw records (from the Hugging Face hub or from the dataset's native files in
-``data.dir``) into ``Example(context, candidates, gold)`` through a named template, and
-samples train / dev / eval sets as MeZO does (Malladi et al., 2023): ``num_train + num_dev``
-examples drawn from the train split with ``data.seed``, ``num_eval`` from the validation split
-(with a fixed seed, see ``zobench.tasks.load_task``).
+``data.dir``) into ``Example(context, candidates, gold, id=...)`` through a named template, and
+samples train / dev / eval sets exactly as MeZO does (Malladi et al., 2023; its code
+large_models/tasks.py ``Dataset.sample_subset`` and ``sample_train_sets``, large_models/run.py
+``main``): ``num_train + num_dev`` records of the train split are the first entries of
+``np.random.permutation`` under ``np.random.seed(data.seed)``, the last ``num_dev`` of them dev;
+``num_eval`` of the validation split likewise (seed: see ``zobench.tasks.load_task``).
+ZO-Bench's zo-bench/tasks.py carries the same two functions unchanged.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from zobench.errors import ConfigError, bad_choice
 
@@ -27,6 +31,10 @@ class Example:
     ``group`` identifies the source unit (a MultiRC paragraph) for splits and metrics.
     ``suffix`` is text that follows the answer slot where a masked LM fills it in place
     (``context + <mask> + suffix``); causal scoring ends at the candidate and ignores it.
+    ``id`` names the source record, unique within its split and the same whatever the sampling
+    seed or template (SST-2 ``"dev:17"``, COPA its ``idx``, WinoGrande its ``qID``, MultiRC
+    ``"<paragraph>/<question>/<answer>"``), so two runs' predictions can be paired example by
+    example; None where an Example is built by hand.
     """
 
     context: str
@@ -34,41 +42,98 @@ class Example:
     gold: int
     group: str | None = None
     suffix: str = ""
+    id: str | None = None
+
+
+class RenderedPool(Sequence):
+    """Every record of a split, rendered when indexed: the whole train split for whoever draws from it
+    (MeZO's ICL demonstrations, ``zobench.tuning.icl``) without rendering 67k SST-2 rows up front."""
+
+    def __init__(self, records: Sequence[dict], render, template: str):
+        self._records, self._render, self._template = records, render, template
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def ids(self) -> list[str | None]:
+        """Each record's id, without rendering it."""
+        return [r.get("id") for r in self._records]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._render(self._records[i], self._template)
 
 
 @dataclasses.dataclass
 class TaskData:
-    """The three sampled sets of one cell, and a record of where they came from."""
+    """The three sampled sets of one cell, and a record of where they came from.
+
+    ``train_pool`` is the whole train split in its own order (train and dev were drawn from it),
+    where the loader provides it."""
 
     train: list[Example]
     dev: list[Example]
     eval: list[Example]
     info: dict[str, Any]  # goes into summary.json as ``data``: sources, sizes, split notes
+    train_pool: Sequence[Example] | None = None
+
+
+def mezo_permutation(n_items: int, seed: int) -> list[int]:
+    """``np.random.seed(seed); np.random.permutation(n_items)``, without touching numpy's global state.
+
+    MeZO large_models/tasks.py ``Dataset.sample_subset`` runs ``np.random.permutation(len(samples))``
+    inside ``utils.temp_seed(seed)`` (``np.random.seed(seed)``, state restored after); a fresh
+    ``RandomState(seed)`` is the same Mersenne-Twister stream, so the indices are MeZO's.
+    """
+    return np.random.RandomState(seed).permutation(n_items).tolist()
 
 
 def sample_indices(n_items: int, n: int, seed: int) -> list[int]:
-    """``n`` distinct indices of ``range(n_items)`` drawn with ``seed`` (all of them, shuffled, if n >= n_items)."""
-    rng = random.Random(seed)
-    order = list(range(n_items))
-    rng.shuffle(order)
-    return order[: min(n, n_items)]
+    """MeZO's ``sample_subset(seed=seed, num=n)`` as indices: the first ``n`` entries of
+    ``mezo_permutation(n_items, seed)`` (all of them, permuted, if ``n >= n_items``)."""
+    return mezo_permutation(n_items, seed)[:n]
 
 
 def split_train_dev(records: Sequence[Any], num_train: int, num_dev: int, seed: int):
-    """MeZO's protocol: draw ``num_train + num_dev`` from the train split; the last ``num_dev`` are dev.
+    """MeZO's protocol: ``sample_subset("train", seed, num_train + num_dev)``; the last ``num_dev``
+    are dev, the rest train (large_models/run.py ``main``: ``dev_samples = train_samples[-num_dev:]``,
+    ``train_samples = train_samples[:-num_dev]``).
 
-    When the split holds fewer records than asked for (COPA has 400 against MeZO's 1000 + 500),
-    both sets shrink in proportion to what was asked, so neither is left empty; callers record
+    A short split (fewer records than ``num_train + num_dev``) keeps MeZO's rule while it leaves a
+    train set: dev is the last ``num_dev``, train whatever precedes it (MeZO's COPA runs: 400
+    records, ``--num_train 1000 --num_dev 100``, train 300 / dev 100). Where MeZO's rule would leave
+    no train example (``num_dev >=`` the records; COPA at the default 1000 + 500), both sets shrink
+    in proportion to what was asked instead, so neither is empty: zobench's rule, not MeZO's.
+    ``num_dev = 0`` means no dev set (MeZO's ``[-0:]`` would make every record dev). Callers record
     the sizes actually used.
     """
     picked = [records[i] for i in sample_indices(len(records), num_train + num_dev, seed)]
-    if len(picked) < num_train + num_dev:
+    if num_dev == 0:
+        n_dev = 0
+    elif num_train == 0 or len(picked) > num_dev:
+        n_dev = min(num_dev, len(picked))  # MeZO's rule
+    else:  # MeZO would leave train empty: shrink both in proportion
         n_dev = round(len(picked) * num_dev / (num_train + num_dev))
-        n_dev = min(max(n_dev, 1 if num_dev and len(picked) > 1 else 0), len(picked) - (1 if num_train else 0))
-    else:
-        n_dev = num_dev
+        n_dev = min(max(n_dev, 1 if len(picked) > 1 else 0), len(picked) - 1)
     n_train = len(picked) - n_dev
     return picked[:n_train], picked[n_train:]
+
+
+# The hub calls the labelled held-out split "validation" where GLUE's and WinoGrande's files say "dev":
+# one name, so a record's id is the same from either source.
+SPLIT_ALIASES = {"validation": "dev"}
+
+
+def record_id(raw: Mapping, key: str | None, split: str | None, row: int | None) -> str | None:
+    """A stable id of one source record: its own id ``raw[key]`` as a string when it has one, else
+    ``"<split>:<row>"``, its position in its split (``split`` "validation" written "dev"), else None
+    (a row parsed on its own, with no split or row given). Never depends on sampling."""
+    value = raw.get(key) if key else None
+    if value is not None and not isinstance(value, (bool, dict, list)):
+        return str(value)
+    return None if split is None or row is None else f"{SPLIT_ALIASES.get(split, split)}:{row}"
 
 
 # ---- Reading native files and hub rows -------------------------------------------------------

@@ -11,13 +11,14 @@ Choices are stripped first: one SuperGLUE train choice (idx 128) starts with a s
 would render as a double space before an upper-case word.
 
 Hub: ``super_glue/copa``. Native: ``copa/train.jsonl``, ``copa/val.jsonl``, SuperGLUE JSONL
-``{premise, choice1, choice2, question, label, idx}``.
+``{premise, choice1, choice2, question, label, idx}``. Example ids are the record's ``idx``
+(``"<split>:<row>"`` for a row without one).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from zobench.tasks.base import Example, enum_field, pick_template, read_jsonl, text_field
+from zobench.tasks.base import Example, enum_field, pick_template, read_jsonl, record_id, text_field
 
 CONNECTIVES = {"cause": " because", "effect": " so"}  # MeZO's cause_conj / effect_conj, joining space first
 
@@ -43,20 +44,21 @@ TEMPLATES = {"mezo": _mezo, "none": _none}  # name -> record -> (context, candid
 _LABELS = {0: 0, 1: 1}
 
 
-def parse(raw: dict, where: str) -> dict:
-    """One hub row or JSONL line -> ``{premise, choices, question, label}``."""
+def parse(raw: dict, where: str, split: str | None = None, row: int | None = None) -> dict:
+    """One hub row or JSONL line (``row``-th of split ``split``) -> ``{premise, choices, question, label, id}``."""
     return {
         "premise": text_field(raw, "premise", where),
         "choices": (text_field(raw, "choice1", where), text_field(raw, "choice2", where)),
         "question": enum_field(raw, "question", where, {q: q for q in CONNECTIVES}),
         "label": enum_field(raw, "label", where, _LABELS),
+        "id": record_id(raw, "idx", split, row),
     }
 
 
 def read_native(path: Path) -> list[dict]:
-    return [parse(raw, f"{path}, line {n}") for n, raw in read_jsonl(path)]
+    return [parse(raw, f"{path}, line {n}", path.stem, i) for i, (n, raw) in enumerate(read_jsonl(path))]
 
 
 def render(record: dict, template: str) -> Example:
     context, candidates = pick_template(TEMPLATES, template)(record)
-    return Example(context, candidates, record["label"])
+    return Example(context, candidates, record["label"], id=record.get("id"))

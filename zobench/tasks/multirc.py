@@ -10,7 +10,10 @@ Hub: ``super_glue/multirc``, already one row per answer: ``{paragraph, question,
 idx{paragraph, question, answer}, label}``. Native: SuperGLUE JSONL, one paragraph per line:
 ``{idx, passage{text, questions[{question, idx, answers[{text, idx, label}]}]}}``;
 ``multirc/val.jsonl`` and, where it exists, ``multirc/train.jsonl``. Offline there is no train
-file: ``split_without_train`` then divides val.jsonl by paragraph.
+file: ``split_without_train`` then divides val.jsonl by paragraph. Example ids are
+``"<paragraph idx>/<question idx>/<answer idx>"``, SuperGLUE's own ids, the same from the hub's
+``idx`` and from the nested file (a question or answer without an ``idx`` is numbered by its
+position in its paragraph or question).
 """
 from __future__ import annotations
 
@@ -32,12 +35,13 @@ SPLIT_SEED = 0
 _LABELS = {0: 0, 1: 1}
 
 
-def _record(paragraph: str, question: str, answer: str, label: int, group) -> dict:
-    return {"paragraph": paragraph, "question": question, "answer": answer, "label": label, "group": str(group)}
+def _record(paragraph: str, question: str, answer: str, label: int, group, question_id, answer_id) -> dict:
+    return {"paragraph": paragraph, "question": question, "answer": answer, "label": label, "group": str(group),
+            "id": f"{group}/{question_id}/{answer_id}"}
 
 
-def parse(raw: dict, where: str) -> dict:
-    """One hub row (one answer) -> ``{paragraph, question, answer, label, group}``."""
+def parse(raw: dict, where: str, split: str | None = None, row: int | None = None) -> dict:
+    """One hub row (one answer) -> ``{paragraph, question, answer, label, group, id}``."""
     idx = raw.get("idx")
     if not isinstance(idx, dict) or "paragraph" not in idx:
         raise ConfigError(f"{where}: field 'idx' is {idx!r}, expected {{paragraph, question, answer}} ids.")
@@ -47,6 +51,8 @@ def parse(raw: dict, where: str) -> dict:
         text_field(raw, "answer", where),
         enum_field(raw, "label", where, _LABELS),
         idx["paragraph"],
+        idx.get("question"),
+        idx.get("answer"),
     )
 
 
@@ -66,11 +72,11 @@ def read_native(path: Path) -> list[dict]:
         if "idx" not in raw or not isinstance(passage, dict):
             raise ConfigError(f"{where}: expected fields 'idx' and 'passage' {{text, questions}}.")
         paragraph = text_field(passage, "text", where)
-        for q in _list(passage, "questions", where):
+        for qi, q in enumerate(_list(passage, "questions", where)):
             question = text_field(q, "question", where)
-            for a in _list(q, "answers", where):
+            for ai, a in enumerate(_list(q, "answers", where)):
                 answer, label = text_field(a, "text", where), enum_field(a, "label", where, _LABELS)
-                records.append(_record(paragraph, question, answer, label, raw["idx"]))
+                records.append(_record(paragraph, question, answer, label, raw["idx"], q.get("idx", qi), a.get("idx", ai)))
     return records
 
 
@@ -90,4 +96,5 @@ def split_without_train(records: list[dict], source: str) -> tuple[list[dict], l
 
 def render(record: dict, template: str) -> Example:
     fields = {k: record[k] for k in ("paragraph", "question", "answer")}
-    return Example(pick_template(TEMPLATES, template).format(**fields), VERBALIZER, record["label"], record["group"])
+    return Example(pick_template(TEMPLATES, template).format(**fields), VERBALIZER, record["label"], record["group"],
+                   id=record.get("id"))

@@ -9,13 +9,15 @@ Templates (label 0 -> " terrible", 1 -> " great"; the candidate carries the spac
 The sentence is stripped first, as MeZO does: GLUE sentences end with a space.
 
 Hub: ``glue/sst2`` rows ``{sentence, label, idx}``. Native: ``sst2/train.tsv``, ``sst2/dev.tsv``
-with header ``sentence<TAB>label``.
+with header ``sentence<TAB>label``. Example ids are ``"<split>:<row>"`` (``"train:1234"``, ``"dev:17"``),
+the row's position in its split: the hub's ``idx`` and the TSV's data row are the same position,
+as the hub's GLUE rows are the TSVs' rows in order.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from zobench.tasks.base import Example, enum_field, pick_template, read_tsv, text_field
+from zobench.tasks.base import Example, enum_field, pick_template, read_tsv, record_id, text_field
 
 LABEL_WORDS = (" terrible", " great")  # index = label
 
@@ -31,15 +33,17 @@ MASKED_SUFFIX = {"mezo": "."}
 _LABELS = {0: 0, 1: 1, "0": 0, "1": 1}  # hub labels are ints, TSV labels strings
 
 
-def parse(raw: dict, where: str) -> dict:
-    """One hub row or TSV row -> ``{sentence, label}``."""
-    return {"sentence": text_field(raw, "sentence", where), "label": enum_field(raw, "label", where, _LABELS)}
+def parse(raw: dict, where: str, split: str | None = None, row: int | None = None) -> dict:
+    """One hub row or TSV row (``row``-th of split ``split``) -> ``{sentence, label, id}``."""
+    return {"sentence": text_field(raw, "sentence", where), "label": enum_field(raw, "label", where, _LABELS),
+            "id": record_id(raw, None, split, row)}
 
 
 def read_native(path: Path) -> list[dict]:
-    return [parse(row, f"{path}, line {n}") for n, row in read_tsv(path, ("sentence", "label"))]
+    rows = read_tsv(path, ("sentence", "label"))
+    return [parse(r, f"{path}, line {n}", path.stem, i) for i, (n, r) in enumerate(rows)]
 
 
 def render(record: dict, template: str) -> Example:
     context = pick_template(TEMPLATES, template).format(sentence=record["sentence"].strip())
-    return Example(context, LABEL_WORDS, record["label"], suffix=MASKED_SUFFIX.get(template, ""))
+    return Example(context, LABEL_WORDS, record["label"], suffix=MASKED_SUFFIX.get(template, ""), id=record.get("id"))

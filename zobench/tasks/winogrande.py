@@ -11,13 +11,15 @@ Templates (gold = answer - 1):
 Hub: ``winogrande/winogrande_xl`` (size configurable: ``task.hub.name``). Native: the official
 JSONL ``{qID, sentence, option1, option2, answer}`` with answer "1"/"2": a train file
 (``task.files.train``; only ``train_xs`` is available offline) and ``winogrande/dev.jsonl``.
+Example ids are the record's ``qID``; the hub's rows carry none, so there an id is
+``"<split>:<row>"`` (``"dev:17"``: the hub's validation rows are dev.jsonl's lines in order).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from zobench.errors import ConfigError
-from zobench.tasks.base import Example, enum_field, pick_template, read_jsonl, text_field
+from zobench.tasks.base import Example, enum_field, pick_template, read_jsonl, record_id, text_field
 
 
 def _mezo(record: dict) -> tuple[str, tuple[str, ...]]:
@@ -34,8 +36,8 @@ TEMPLATES = {"mezo": _mezo, "none": _none}  # name -> record -> (context, candid
 _ANSWERS = {"1": 0, "2": 1, 1: 0, 2: 1}  # answer -> gold index; the hub and the JSONL use strings
 
 
-def parse(raw: dict, where: str) -> dict:
-    """One hub row or JSONL line -> ``{sentence, options, label}``."""
+def parse(raw: dict, where: str, split: str | None = None, row: int | None = None) -> dict:
+    """One hub row or JSONL line (``row``-th of split ``split``) -> ``{sentence, options, label, id}``."""
     sentence = text_field(raw, "sentence", where)
     if sentence.count("_") != 1:
         raise ConfigError(f"{where}: sentence {sentence!r} has {sentence.count('_')} blanks '_', expected exactly 1.")
@@ -43,13 +45,14 @@ def parse(raw: dict, where: str) -> dict:
         "sentence": sentence,
         "options": (text_field(raw, "option1", where), text_field(raw, "option2", where)),
         "label": enum_field(raw, "answer", where, _ANSWERS),
+        "id": record_id(raw, "qID", split, row),
     }
 
 
 def read_native(path: Path) -> list[dict]:
-    return [parse(raw, f"{path}, line {n}") for n, raw in read_jsonl(path)]
+    return [parse(raw, f"{path}, line {n}", path.stem, i) for i, (n, raw) in enumerate(read_jsonl(path))]
 
 
 def render(record: dict, template: str) -> Example:
     context, candidates = pick_template(TEMPLATES, template)(record)
-    return Example(context, candidates, record["label"])
+    return Example(context, candidates, record["label"], id=record.get("id"))
