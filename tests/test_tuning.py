@@ -292,6 +292,7 @@ def test_icl_run_prefixes_eval_trains_nothing_even_when_a_sweep_sets_steps(small
     assert summary["trainable_params"] == 0 and summary["steps"] == 0 and summary["steps_budget"] == 0
     assert summary["forward_passes"] == 0 and summary["zero_shot_accuracy"] is None
     assert summary["data"]["icl"]["num_demonstrations"] == 4
+    assert summary["data"]["icl"]["mode"] == "per_example"  # every query its own demonstrations (MeZO's ICL runs)
     assert 0 <= summary["test_accuracy"] <= 1
     assert compose_cfg("tuning=icl").trainer.steps == 0  # its default, from conf/tuning_trainer/icl.yaml
 
