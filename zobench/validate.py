@@ -10,6 +10,7 @@ from typing import Any
 from zobench.errors import ConfigError, bad_choice, bad_value
 from zobench.models import DEVICES, DTYPES, KINDS, weights_source
 from zobench.optim import FAMILIES
+from zobench.optim.blockwise import check_block_layout
 from zobench.optim.directions import DISTRIBUTIONS
 from zobench.optim.schedule import SCHEDULES
 from zobench.scoring import LOSSES, NON_DIFFERENTIABLE
@@ -65,6 +66,7 @@ def validate_config(cfg: Any) -> None:
     validate_model_task(cfg.model, cfg.task)
     validate_optimizer(cfg.optimizer, cfg.dtype)
     validate_optimizer_tuning(cfg.optimizer, cfg.tuning)
+    check_block_layout(cfg.optimizer, cfg.model, cfg.tuning)  # ZO-Bench's block levels: OPT, full/LoRA only
     validate_task(cfg.task, cfg.data)
 
 
