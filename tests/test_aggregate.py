@@ -157,16 +157,20 @@ def test_renderers_show_cells_published_and_problems(fake_grid):
     runs, published = fake_grid
     tables = build_tables(Layout.from_dict(LAYOUT, "t"), runs, published)
     md = to_markdown(tables[1])
-    assert "| ZO | 61.0 ± 1.4 [70.0; Δ −9.0] | 52.0 (n=1) |" in md
+    # mean (95% Student-t interval over 2 seeds: 61 ± t(0.975, 1)·1.414/√2 = 61 ± 12.7, n) [published; Δ]
+    assert "| ZO | 61.0 (48.3–73.7, n=2) [70.0; Δ −9.0] | 52.0 (n=1) |" in md
+    assert "Student-t over seeds" in md
+    assert "Protocol: loss unknown; metric accuracy; selection unknown; variant unknown." in md  # old runs
     assert "- failed: bad" in md and "out of memory" in md
     assert "lr=0.001 (best of 2 on dev" in md
     assert "Paper A, Table 9" in md
     assert "No Δ where the published number is for another model" in to_markdown(tables[0])
     tex = to_latex(tables[1])
-    assert r"\pm" in tex and r"\toprule" in tex and "Zero-shot" in tex
+    assert "61.0 (48.3--73.7, n=2)" in tex and r"\toprule" in tex and "Zero-shot" in tex
     frame = pd.read_csv(pd.io.common.StringIO(to_csv(tables)))
     row = frame[(frame.model == "tiny-opt") & (frame.row == "ZO") & (frame.column == "SST-2")].iloc[0]
     assert row["n"] == 2 and row["published"] == 70.0 and row["diff"] == pytest.approx(-9.0)
+    assert (row["lo"], row["hi"]) == (pytest.approx(48.29, abs=0.01), pytest.approx(73.71, abs=0.01))
     assert row["runs"].count(";") == 1
 
 
@@ -276,7 +280,7 @@ def test_cli_aggregates_real_runs(real_runs, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "### MeZO Table 1" in printed and "model=tiny-opt" in printed
     row = next(line for line in printed.splitlines() if line.startswith("| MeZO |"))
-    assert "±" in row and "[91.4]" in row  # two seeds; MeZO's OPT-13B number beside, no Δ (another model)
+    assert "n=2)" in row and "[91.4]" in row  # two seeds; MeZO's OPT-13B number beside, no Δ (another model)
     assert "diverged: diverges" in printed
     for name in ("mezo_opt13b.md", "mezo_opt13b.tex", "mezo_opt13b.csv", "tables.md", "runs.csv", "COMMAND.txt"):
         assert (out / name).exists(), name
@@ -335,3 +339,193 @@ def test_block_wise_runs_with_either_update_order_are_two_configurations(tmp_pat
     runs = load_runs(tmp_path)
     assert set(runs["status"]) == {"completed"} and set(runs["block_immediate"]) == {True, False}
     assert len(group_seeds(runs, ["test_score"], ["block_immediate"])) == 2
+
+
+# -- intervals, paired comparisons, protocol (issue 13) ----------------------------------------
+def write_predictions(run: Path, gold, pred, zero_shot=None, ids=None, groups=None) -> None:
+    """predictions.jsonl (and zero_shot_predictions.jsonl) in the format of zobench/evaluation.py."""
+    ids = ids if ids is not None else [f"dev:{i}" for i in range(len(gold))]
+    groups = groups if groups is not None else [None] * len(gold)
+    for name, preds in (("predictions.jsonl", pred), ("zero_shot_predictions.jsonl", zero_shot)):
+        if preds is not None:
+            (run / name).write_text("".join(
+                json.dumps({"id": i, "gold": int(g), "prediction": int(p), "scores": [-1.0, -2.0], "group": grp}) + "\n"
+                for i, g, p, grp in zip(ids, gold, preds, groups)))
+
+
+def _system(seed, gold, accuracy):
+    import numpy as np
+
+    rng, gold = np.random.default_rng(seed), np.asarray(gold)
+    return np.where(rng.random(len(gold)) < accuracy, gold, 1 - gold)
+
+
+NEW = dict(loss="lm", selection="dev_metric", family="zo", num_eval=800)
+
+
+def _cell(table, row, column):
+    return table.cells[(table.row_labels.index(row), table.col_labels.index(column))]
+
+
+def test_cells_carry_a_t_interval_over_seeds_and_csv_numbers(tmp_path):
+    from zobench.stats import seed_interval
+
+    for seed, score in enumerate((0.60, 0.64, 0.65)):
+        write_run(tmp_path, f"s{seed}", seed=seed, test_score=score, **NEW)
+    (table,) = build_tables(Layout.from_dict(LAYOUT, "t"), load_runs(tmp_path))
+    cell = _cell(table, "ZO", "SST-2")
+    ref = seed_interval([60.0, 64.0, 65.0])
+    assert (cell.stats.n, cell.stats.interval) == (3, "t")
+    assert (cell.stats.lo, cell.stats.hi) == (pytest.approx(ref["lo"]), pytest.approx(ref["hi"]))
+    md = to_markdown(table)
+    assert f"| ZO | 63.0 ({ref['lo']:.1f}–{ref['hi']:.1f}, n=3) |" in md
+    assert "Protocol: loss lm; metric accuracy; selection dev_metric; variant none." in md
+    frame = pd.read_csv(pd.io.common.StringIO(to_csv([table])))
+    row = frame[(frame.row == "ZO") & (frame.column == "SST-2")].iloc[0]
+    assert row["n"] == 3 and row["lo"] == pytest.approx(ref["lo"]) and row["hi"] == pytest.approx(ref["hi"])
+    assert row["loss"] == "lm" and row["selection"] == "dev_metric" and row["forward_pass_equivalents"] == 8.0
+
+
+def test_one_seed_shows_its_bootstrap_interval_over_eval_examples(tmp_path):
+    """n=1: the summary's test_score_ci95, else a bootstrap of predictions.jsonl (footnote ‡ says so)."""
+    from zobench.stats import bootstrap_ci
+
+    write_run(tmp_path, "with-ci", test_score=0.61, test_score_ci95=[0.57, 0.66], **NEW)
+    gold = [i % 2 for i in range(400)]
+    pred = _system(1, gold, 0.7)
+    run = write_run(tmp_path, "copa", task="copa", test_score=0.7, **NEW)
+    write_predictions(run, gold, pred)
+    (table,) = build_tables(Layout.from_dict(LAYOUT, "t"), load_runs(tmp_path))
+    md = to_markdown(table)
+    assert "| ZO | 61.0 (57.0–66.0, n=1‡) |" in md
+    lo, hi = bootstrap_ci(gold, pred)
+    copa = _cell(table, "ZO", "copa").stats
+    assert copa.interval == "bootstrap" and (copa.lo, copa.hi) == (pytest.approx(100 * lo), pytest.approx(100 * hi))
+    assert "‡ one seed: the run's 95% percentile bootstrap over eval examples" in md
+
+
+def test_significant_gain_over_zero_shot_is_marked_and_a_null_one_is_not(tmp_path):
+    """Each cell against its own runs' zero_shot_predictions.jsonl, paired by example id over 800 examples."""
+    from zobench.stats import paired_bootstrap
+
+    gold = [i % 2 for i in range(800)]
+    zs = _system(0, gold, 0.6)
+    preds = {seed: _system(10 + seed, gold, 0.8) for seed in (0, 1)}
+    for seed in (0, 1):
+        run = write_run(tmp_path, f"sst2-{seed}", seed=seed, test_score=0.8, **NEW)
+        write_predictions(run, gold, preds[seed], zero_shot=zs)
+        run = write_run(tmp_path, f"copa-{seed}", task="copa", seed=seed, test_score=0.6, **NEW)
+        write_predictions(run, gold, _system(20 + seed, gold, 0.6), zero_shot=zs)
+    (table,) = build_tables(Layout.from_dict(LAYOUT, "t"), load_runs(tmp_path))
+    sst2, copa = _cell(table, "ZO", "SST-2").comparison, _cell(table, "ZO", "copa").comparison
+    ref = paired_bootstrap(gold, [preds[0], preds[1]], zs)  # correctness averaged over the 2 seeds
+    assert sst2.significant and sst2.delta == pytest.approx(100 * ref["delta"]) and sst2.p_value == ref["p_value"]
+    assert sst2.pairing == "averaged over seeds" and sst2.n_examples == 800 and sst2.test == "paired bootstrap"
+    assert not copa.significant
+    md = to_markdown(table)
+    zo_line = next(line for line in md.splitlines() if line.startswith("| ZO |"))
+    assert zo_line.count("†") == 1 and "† (" in zo_line.split("|")[2]
+    assert "† differs from zero-shot" in md and "paired bootstrap" in md and "same 800 eval examples" in md
+    frame = pd.read_csv(pd.io.common.StringIO(to_csv([table])))
+    row = frame[(frame.row == "ZO") & (frame.column == "SST-2")].iloc[0]
+    assert bool(row["significant"]) and row["p_value"] < 0.05 and row["delta_vs_reference"] == pytest.approx(sst2.delta)
+
+
+def test_named_reference_row_with_mcnemar(tmp_path):
+    """compare: {reference: zo_sgd, test: mcnemar}: one seed a side, exact McNemar on the paired examples."""
+    from zobench.stats import mcnemar
+
+    gold = [i % 2 for i in range(600)]
+    zo, fo, sign = _system(1, gold, 0.70), _system(2, gold, 0.85), _system(3, gold, 0.70)
+    for opt, pred in (("zo_sgd", zo), ("fo_adam", fo), ("zo_sgd_sign", sign)):
+        write_predictions(write_run(tmp_path, opt, optimizer=opt, **NEW), gold, pred)
+    layout = Layout.from_dict({"title": "T", "rows": [{"key": "optimizer", "values": ["zo_sgd", "fo_adam", "zo_sgd_sign"],
+                                                        "labels": {"zo_sgd": "ZO-SGD"}}],
+                               "columns": [{"key": "task"}], "compare": {"reference": "zo_sgd", "test": "mcnemar"}}, "t")
+    (table,) = build_tables(layout, load_runs(tmp_path))
+    assert _cell(table, "ZO-SGD", "sst2").comparison is None  # the reference itself
+    fo_cmp, sign_cmp = _cell(table, "fo_adam", "sst2").comparison, _cell(table, "zo_sgd_sign", "sst2").comparison
+    assert fo_cmp.test == "McNemar" and fo_cmp.p_value == mcnemar(gold, fo, zo)["p_value"] and fo_cmp.significant
+    assert not sign_cmp.significant and sign_cmp.reference == "ZO-SGD"
+    assert "† differs from ZO-SGD at 95%: two-sided exact McNemar test" in to_markdown(table)
+
+
+def test_eval_sets_that_move_with_the_seed_are_paired_within_seed(tmp_path):
+    gold = [i % 2 for i in range(300)]
+    for seed in (0, 1):
+        ids = [f"s{seed}:{i}" for i in range(300)]
+        run = write_run(tmp_path, f"r{seed}", seed=seed, **NEW)
+        write_predictions(run, gold, _system(seed, gold, 0.9), zero_shot=_system(5 + seed, gold, 0.5), ids=ids)
+    (table,) = build_tables(Layout.from_dict(LAYOUT, "t"), load_runs(tmp_path))
+    cmp = _cell(table, "ZO", "SST-2").comparison
+    assert cmp.pairing == "within seed" and cmp.n_examples == 600 and cmp.significant
+    assert "pairs within seed, pooled" in to_markdown(table)
+
+
+def test_multirc_questions_are_the_resampling_clusters(tmp_path):
+    """One run: its bootstrap interval resamples whole questions (zobench.stats cluster bootstrap)."""
+    from zobench.stats import bootstrap_ci
+
+    gold = [i % 2 for i in range(400)]
+    groups = [f"q{i // 8}" for i in range(400)]
+    import numpy as np
+
+    right = np.repeat(np.random.default_rng(0).random(50) < 0.7, 8)
+    pred = np.where(right, gold, 1 - np.array(gold))
+    run = write_run(tmp_path, "m", task="multirc", metric="f1", **NEW)
+    write_predictions(run, gold, pred, groups=groups)
+    layout = Layout.from_dict({"title": "T", "rows": [{"key": "optimizer"}], "columns": [{"key": "task"}]}, "t")
+    (table,) = build_tables(layout, load_runs(tmp_path))
+    s = _cell(table, "zo_sgd", "multirc").stats
+    assert (s.lo, s.hi) == bootstrap_ci(gold, pred, "f1", groups=groups)
+
+
+def test_old_runs_without_predictions_get_no_mark_and_unknown_protocol(fake_grid):
+    runs, published = fake_grid
+    tables = build_tables(Layout.from_dict(LAYOUT, "t"), runs, published)
+    assert all(c.comparison is None for t in tables for c in t.cells.values())
+    assert "†" not in to_markdown(tables[1])
+
+
+def test_rows_holding_the_same_runs_are_flagged(tmp_path):
+    write_run(tmp_path, "a", **NEW)
+    layout = Layout.from_dict({"title": "T", "rows": [{"specs": [{"label": "A", "where": {"task": "sst2"}},
+                                                                {"label": "B", "where": {"optimizer": "zo_sgd"}}]}]}, "t")
+    (table,) = build_tables(layout, load_runs(tmp_path))
+    assert "Warning: rows A = B hold the same runs" in to_markdown(table)
+
+
+@pytest.mark.parametrize("compare, key", [({"test": "ttest"}, "compare.test"), ({"level": 95}, "compare.level"),
+                                          ({"refrence": "x"}, "compare.refrence"), ({"n_boot": 0}, "compare.n_boot")])
+def test_bad_compare_block_names_the_key(compare, key):
+    from zobench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        Layout.from_dict({**LAYOUT, "compare": compare}, "t")
+
+
+def test_forward_pass_equivalents_column_and_compute_axis(tmp_path):
+    """FO's forward + backward is 3 forward equivalents: 4 FO steps cost as much as 6 ZO steps."""
+    metrics = [{"step": 1, "loss": 2.0, "lr": 1e-3, "step_time_ms": 5, "forward_passes": 1},
+               {"step": 2, "loss": 1.5, "lr": 1e-3, "step_time_ms": 5, "forward_passes": 2},
+               {"step": 2, "dev_accuracy": 0.6}]
+    write_run(tmp_path, "zo", forward_passes=12, steps=6, metrics=metrics, family="zo")
+    write_run(tmp_path, "fo", optimizer="fo_adam", forward_passes=4, steps=4, forward_passes_per_step=1,
+              metrics=metrics, config={"optimizer": {"name": "fo_adam", "family": "fo"}})
+    runs = load_runs(tmp_path).set_index("run_dir")
+    assert runs.loc["zo", "forward_pass_equivalents"] == runs.loc["fo", "forward_pass_equivalents"] == 12.0
+    assert runs.loc["fo", "forward_pass_equivalents_per_step"] == 3.0
+    from zobench.aggregate.plots import plot_accuracy_vs_compute, read_metrics
+
+    train, dev = read_metrics(tmp_path / "fo", "fo")
+    assert train["forward_pass_equivalents"].tolist() == [3.0, 6.0] and dev["forward_pass_equivalents"].tolist() == [6.0]
+    runs = load_runs(tmp_path)
+    paths = plot_convergence(runs, tmp_path, tmp_path / "fig", x_axes=("forward_pass_equivalents",))
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    assert {p.name for p in plot_accuracy_vs_compute(runs, tmp_path / "fig")} == {
+        "accuracy-vs-compute_tiny-opt_sst2.png", "accuracy-vs-compute_tiny-opt_sst2.pdf"}
+    with pytest.raises(ValueError, match="x_axes"):
+        plot_convergence(runs, tmp_path, tmp_path / "fig", x_axes=("wall_time",))
+    (table,) = build_tables(load_layout("memory_time"), runs.assign(task="multirc"))
+    text = to_markdown(table)
+    assert "| FO-Adam / full | 2.00 (n=1) | 2.00 (n=1) | 10 (n=1) | 1 (n=1) | 3 (n=1) |" in text

@@ -2,12 +2,16 @@
 
     load.py       summary.json (+ a few config.yaml settings) -> one row per run; unfinished and
                   superseded runs are rows too, so they are listed, never silently dropped
-    seeds.py      mean, std, n over seeds
+    seeds.py      mean, std, n and a 95% interval over seeds (one seed: the run's bootstrap interval)
+    predictions.py  predictions.jsonl / zero_shot_predictions.jsonl of a run (per-example results)
+    compare.py    paired tests of each cell against a reference row on the same eval examples (†)
+    protocol.py   the protocol line under a table (loss, metric, selection, variant); same-runs check
     select.py     per cell, the LR/eps grid point with the best mean dev score (never test)
     layout.py     conf/tables/<name>.yaml -> rows x columns of cells
     published.py  conf/published/*.csv: published numbers with their sources, joined beside
     render.py     Markdown, LaTeX, CSV, with what was left out listed under each table
-    plots.py      convergence, accuracy vs memory, memory vs sequence length (PNG + PDF)
+    plots.py      convergence (x: steps, forward passes, forward-pass equivalents), accuracy vs memory,
+                  accuracy vs compute, memory vs sequence length (PNG + PDF)
     cli.py        ``zobench-aggregate RUNS_DIR [--table NAME ...] [--out DIR]``
     reproduce.py  ``make reproduce-tables``: run the paper grids (conf/experiment/), then aggregate
 
@@ -20,8 +24,8 @@ In a notebook::
 """
 from zobench.aggregate.layout import Layout, Table, build_tables, layout_names, load_layout
 from zobench.aggregate.load import load_runs, problems
-from zobench.aggregate.plots import (plot_accuracy_vs_memory, plot_all, plot_convergence, plot_memory_vs_seq_len,
-                                     read_metrics)
+from zobench.aggregate.plots import (plot_accuracy_vs_compute, plot_accuracy_vs_memory, plot_all, plot_convergence,
+                                     plot_memory_vs_seq_len, read_metrics)
 from zobench.aggregate.published import load_published
 from zobench.aggregate.render import to_csv, to_frame, to_latex, to_markdown
 from zobench.aggregate.seeds import SeedStats, group_seeds
@@ -37,6 +41,6 @@ def aggregate(runs_dir, tables=None, out=None, plots=True, command=None) -> dict
 
 
 __all__ = ["aggregate", "Layout", "Table", "build_tables", "layout_names", "load_layout", "load_runs", "problems",
-           "plot_accuracy_vs_memory", "plot_all", "plot_convergence", "plot_memory_vs_seq_len", "read_metrics",
+           "plot_accuracy_vs_compute", "plot_accuracy_vs_memory", "plot_all", "plot_convergence", "plot_memory_vs_seq_len", "read_metrics",
            "load_published", "to_csv", "to_frame", "to_latex", "to_markdown", "SeedStats", "group_seeds",
            "select_by_dev"]

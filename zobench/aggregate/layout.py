@@ -3,7 +3,10 @@
 A layout names ``rows`` and ``columns`` (each a list of axes, crossed), the ``value`` shown
 with its ``scale`` and ``fmt``, ``filters`` on the runs, ``split_by`` (one table per value,
 e.g. per model), ``select`` (``dev``: the grid point with the best mean dev score; ``all``:
-every completed run of the cell) and optionally ``published`` numbers to put beside.
+every completed run of the cell), optionally ``published`` numbers to put beside, and
+``compare`` (paired tests of each cell against a reference row on the same eval examples;
+zero-shot by default: see zobench/aggregate/compare.py). A cell holds the mean over seeds with
+its 95% interval and n (zobench/aggregate/seeds.py).
 An axis is one of::
 
     {key: optimizer, values: [zo_sgd, fo_adam], labels: {zo_sgd: ZO-SGD}}   # one item per value
@@ -26,7 +29,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from zobench import CONF_DIR
+from zobench.aggregate.compare import Comparison, CompareSpec, compare_cells
 from zobench.aggregate.load import STATUS_OK
+from zobench.aggregate.predictions import run_interval
 from zobench.aggregate.published import PublishedSpec, lookup, protocol_differences
 from zobench.aggregate.seeds import SeedStats
 from zobench.aggregate.select import Selection, select_by_dev
@@ -104,6 +109,7 @@ class Layout:
     caption: str = ""
     notes: list[str] = field(default_factory=list)
     published: PublishedSpec | None = None
+    compare: dict | None = None   # zobench.aggregate.compare.CompareSpec; None: against zero-shot
 
     @classmethod
     def from_dict(cls, spec: dict, name: str) -> "Layout":
@@ -118,6 +124,7 @@ class Layout:
             spec["split_by"] = [spec["split_by"]]
         if spec.get("select", "dev") not in ("dev", "all"):
             raise ValueError(f"layout {name}: select must be 'dev' or 'all', not {spec['select']!r}")
+        CompareSpec.from_dict(spec.get("compare"), name)  # a bad compare block fails here, naming its key
         known = set(cls.__dataclass_fields__)
         unknown = set(spec) - known
         if unknown:
@@ -175,6 +182,7 @@ class Cell:
     published: float = math.nan
     published_source: str = ""
     comparable: bool = True  # False when the published number is for another model: no difference then
+    comparison: Comparison | None = None  # against the table's reference row, on the same eval examples
 
     @property
     def diff(self) -> float:
@@ -191,6 +199,8 @@ class Table:
     problems: pd.DataFrame
     differences: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    compare: CompareSpec = field(default_factory=CompareSpec)
+    compare_notes: list[str] = field(default_factory=list)
 
     @property
     def heading(self) -> str:
@@ -242,6 +252,11 @@ def build_tables(layout: Layout, runs: pd.DataFrame, published: pd.DataFrame | N
             column = measure["value"]
             values = selection.runs[column] if column in selection.runs else pd.Series(dtype=float)
             stats = SeedStats.of(pd.to_numeric(values, errors="coerce") * measure["scale"])
+            if stats.n == 1:  # no spread over seeds: the run's own interval over eval examples, if any
+                run = selection.runs[pd.to_numeric(values, errors="coerce").notna()].iloc[0]
+                ci = run_interval(run, column)
+                if ci is not None:
+                    stats = stats.with_bootstrap(ci[0] * measure["scale"], ci[1] * measure["scale"])
             cell = Cell(stats, measure, selection)
             if published is not None and layout.published is not None:
                 where_pub = {**layout.filters, **where}
@@ -249,8 +264,52 @@ def build_tables(layout: Layout, runs: pd.DataFrame, published: pd.DataFrame | N
                 cell.comparable = _same_model(published, cell)
             cells[(i, j)] = cell
         problems = in_split[covered & in_split["status"].ne(STATUS_OK)] if "status" in in_split else in_split.iloc[:0]
-        table = Table(layout, split, [r.label for r in rows], [c.label for c in cols], cells, problems)
+        table = Table(layout, split, [r.label for r in rows], [c.label for c in cols], cells, problems,
+                      compare=CompareSpec.from_dict(layout.compare, layout.name))
+        annotate_comparisons(table, rows)
         if published is not None and layout.published is not None:
             table.differences, table.sources = protocol_differences(table, published, layout.published)
         tables.append(table)
     return tables
+
+
+# -- paired comparisons -----------------------------------------------------------------------
+def _reference_rows(rows: list[Item], reference: str) -> dict[int, int] | None:
+    """Row index -> its reference row: the row labelled ``reference``, or holding it as a value. With
+    crossed row axes (optimizer x tuning) a row's reference is the one that agrees on the other axes."""
+    matches = [(k, key) for k, r in enumerate(rows)
+               for key in ([None] if r.label == reference else [c for c, v in r.where.items() if str(v) == reference])]
+    if not matches:
+        return None
+    out = {}
+    for i, row in enumerate(rows):
+        def agreement(match):
+            k, key = match
+            return sum(1 for c, v in row.where.items() if c != key and rows[k].where.get(c) == v)
+        out[i] = max(matches, key=agreement)[0]
+    return out
+
+
+def annotate_comparisons(table: Table, rows: list[Item]) -> None:
+    """Set each cell's ``comparison`` against the table's reference (zobench.aggregate.compare)."""
+    spec = table.compare
+    if not spec.enabled:
+        return
+    zero_shot = spec.reference == "zero_shot"
+    ref_rows = None if zero_shot else _reference_rows(rows, spec.reference)
+    if not zero_shot and ref_rows is None:
+        table.compare_notes.append(f"No paired comparison: the reference row {spec.reference!r} is not in this table.")
+        return
+    for (i, j), cell in table.cells.items():
+        if cell.selection is None or cell.selection.runs.empty:
+            continue
+        if zero_shot:
+            ref_runs, label = None, "zero-shot (the same runs' untuned model)"
+        else:
+            k = ref_rows[i]
+            ref = table.cells[(k, j)]
+            if k == i or ref.selection is None or ref.selection.runs.empty:
+                continue
+            ref_runs, label = ref.selection.runs, table.row_labels[k]
+        cell.comparison = compare_cells(cell.selection.runs, ref_runs, cell.measure["value"], cell.measure["scale"],
+                                        spec, label)

@@ -6,6 +6,10 @@ A directory with a ``config.yaml`` or ``metrics.jsonl`` but no ``summary.json`` 
 never finished (killed, still running): it becomes a row with ``status == "incomplete"``, so
 it is listed under the tables instead of silently missing from them.
 
+Derived columns: ``<key>_lo`` / ``<key>_hi`` for each ``<key>_ci95`` interval of the summary
+(``test_score_ci95_lo``, ...); ``forward_pass_equivalents`` (and ``_per_step``) from
+zobench.compute; ``run_path``, the absolute run directory where ``predictions.jsonl`` is read.
+
 The same configuration and seed run twice (a re-run after a failure) keeps the newest
 completed run; the others get ``status == "superseded"`` and are listed too.
 """
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from zobench.compute import forward_pass_equivalents
 
 # settings a summary does not hold, read from config.yaml: column -> dotted path in the config
 CONFIG_FIELDS = {
@@ -49,7 +55,9 @@ CONFIG_FIELDS = {
 }
 
 # What makes two runs the same configuration (seed aside). Columns absent from a frame are skipped.
-CONFIG_KEYS = ["model", "task", "tuning", "optimizer", "dtype", "template", "metric", "loss", "lr", "eps",
+# ``selection`` (dev_metric | dev_loss) and ``variant`` are protocol: runs that differ in them are not seeds of one cell.
+CONFIG_KEYS = ["model", "task", "tuning", "optimizer", "dtype", "template", "metric", "loss", "selection", "variant",
+               "lr", "eps",
                "weight_decay", "schedule", "num_directions", "direction", "accumulation_steps", "one_sided", "sign",
                "block_level", "block_restrict", "block_immediate", "sparsity", "sparsity_group", "resample_every", "zo_layers", "zo_lr",
                "pad_to_length", "steps_budget", "batch_size", "max_length",
@@ -96,6 +104,11 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
         except json.JSONDecodeError as exc:
             summary = {"status": "failed", "error": f"unreadable summary.json: {exc}"}
         row.update({k: _number(v) for k, v in summary.items() if not isinstance(v, (dict, list))})
+        for key, value in summary.items():  # intervals: test_score_ci95 [lo, hi] -> test_score_ci95_lo, _hi
+            if key.endswith("_ci95") and isinstance(value, list) and len(value) == 2:
+                row[f"{key}_lo"], row[f"{key}_hi"] = (_number(v) for v in value)
+        if "selection" in summary and summary.get("variant") is None:
+            row["variant"] = "none"  # a run of the new format with no variant (old runs: unknown)
         versions = summary.get("versions") or {}
         row["git_commit"] = versions.get("git_commit")
         for key in ("num_train", "num_dev", "num_eval"):
@@ -114,6 +127,8 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     if row.get("seq_len") is None and row.get("max_length") is not None:
         row["seq_len"] = row["max_length"]  # the runs do not record a measured length yet
     row["run_dir"] = str(run_dir.relative_to(root)) if run_dir != root else "."
+    row["run_path"] = str(run_dir.resolve())  # where predictions.jsonl is read from
+    row["forward_pass_equivalents"] = forward_pass_equivalents(row, config)
     return row
 
 
@@ -127,6 +142,10 @@ def find_run_dirs(root: str | Path) -> list[Path]:
 
 
 def _derive(df: pd.DataFrame) -> pd.DataFrame:
+    if {"forward_pass_equivalents", "steps"} <= set(df.columns):
+        steps = pd.to_numeric(df["steps"], errors="coerce")
+        df["forward_pass_equivalents_per_step"] = (pd.to_numeric(df["forward_pass_equivalents"], errors="coerce")
+                                                   / steps.where(steps > 0))
     for column in ("peak_memory_bytes", "inference_peak_memory_bytes"):
         if column in df:
             df[column.replace("_bytes", "_gib")] = pd.to_numeric(df[column], errors="coerce") / GIB
@@ -161,7 +180,8 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["status", "run_dir"])
     for column in ("lr", "eps", "best_dev_score", "best_dev_accuracy", "test_score", "test_accuracy",
-                   "zero_shot_score", "zero_shot_accuracy", "step_time_ms", "weight_decay"):
+                   "zero_shot_score", "zero_shot_accuracy", "step_time_ms", "weight_decay", "forward_pass_equivalents",
+                   *[c for c in df.columns if c.endswith(("_ci95_lo", "_ci95_hi"))]):
         if column in df:
             df[column] = pd.to_numeric(df[column], errors="coerce")
     df = _derive(mark_superseded(df))

@@ -1,10 +1,13 @@
 """Tables to Markdown, LaTeX and CSV, with what was left out listed under them.
 
-A cell reads ``mean ± std`` over seeds (``(n=k)`` when it has fewer seeds than the table's
-fullest cell), then ``[published; Δ measured − published]`` where the layout puts
-published numbers beside. Under every table: how cells were chosen, which configuration each
-cell took, the published sources, where the published setting differs from the measured one,
-and every failed, diverged, incomplete or superseded run in the table's scope, with its error.
+A cell reads ``mean† (lo–hi, n=k)``: the mean over seeds, † when it differs from the table's
+reference row on the same eval examples (zobench/aggregate/compare.py), and its 95% interval with
+the number of seeds: Student-t over seeds, or with one seed (``n=1‡``) the run's bootstrap interval
+over eval examples; then ``[published; Δ measured − published]`` where the layout puts published
+numbers beside. Under every table: what the interval and † mean, the protocol (loss, metric,
+selection rule, variant), how cells were chosen, which configuration each cell took, the published
+sources, where the published setting differs from the measured one, and every failed, diverged,
+incomplete or superseded run in the table's scope, with its error.
 """
 from __future__ import annotations
 
@@ -12,23 +15,30 @@ import math
 
 import pandas as pd
 
+from zobench.aggregate.compare import MARK, legend
 from zobench.aggregate.layout import Cell, Table
+from zobench.aggregate.protocol import protocol_line, same_runs_warning
 from zobench.aggregate.published import source_label
+from zobench.aggregate.seeds import BOOTSTRAP
 
 DASH = "—"
+ONE_SEED = "‡"  # n=1: the interval is the run's bootstrap over eval examples, not over seeds
 
 
 def _num(fmt: str, value: float) -> str:
     return DASH if value is None or math.isnan(value) else fmt.format(value)
 
 
-def cell_text(cell: Cell, max_n: int, pm: str = "±", delta: str = "Δ") -> str:
+def cell_text(cell: Cell, max_n: int | None = None, delta: str = "Δ") -> str:
+    """``61.0† (48.3–73.7, n=2) [70.0; Δ −9.0]``; ``max_n`` is kept for callers and no longer used:
+    every cell shows its n."""
     fmt, s = cell.measure["fmt"], cell.stats
     text = _num(fmt, s.mean)
-    if s.n > 1:
-        text += f" {pm} {_num(fmt, s.std)}"
-    if s.n and s.n < max_n:
-        text += f" (n={s.n})"
+    if s.n and cell.comparison is not None and cell.comparison.significant:
+        text += MARK
+    if s.n:
+        n = f"n={s.n}" + (ONE_SEED if s.interval == BOOTSTRAP else "")
+        text += f" ({_num(fmt, s.lo)}–{_num(fmt, s.hi)}, {n})" if s.has_interval else f" ({n})"
     if not math.isnan(cell.published):
         text += f" [{_num(fmt, cell.published)}"
         if s.n and cell.comparable:
@@ -44,8 +54,22 @@ def notes(table: Table) -> list[str]:
     value_desc = ", ".join(dict.fromkeys(
         f"{c.measure['label']}" + (f" ×{c.measure['scale']:g}" if c.measure["scale"] != 1 else "")
         for c in table.cells.values()))
-    out.append(f"Cells: mean ± std over seeds of {value_desc}"
+    out.append(f"Cells: mean over seeds of {value_desc} (95% interval, n = seeds): Student-t over seeds"
+               + (f"; {ONE_SEED} one seed: the run's 95% percentile bootstrap over eval examples (eval-set "
+                  "sampling only, not seed variation)" if any(c.stats.interval == BOOTSTRAP for c in table.cells.values())
+                  else "")
                + ("; [published; Δ = measured − published]" if lay.published else "") + ".")
+    comparisons = [c.comparison for c in table.cells.values() if c.comparison is not None and c.stats.n]
+    line = legend(comparisons, table.compare)
+    if line:
+        out.append(line)
+    out.extend(table.compare_notes)
+    line = protocol_line(table)
+    if line:
+        out.append(line)
+    line = same_runs_warning(table)
+    if line:
+        out.append(line)
     if lay.select == "dev":
         out.append("Selection: each cell reports the configuration (LR/eps grid point) with the best mean dev "
                    "score over its seeds; the test set is never used to choose.")
@@ -122,7 +146,8 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
 def tex_escape(text: str) -> str:
     out = "".join(_TEX.get(ch, ch) for ch in str(text))
     return (out.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("−", "$-$").replace("×", r"$\times$")
-            .replace("—", "---").replace("ε", r"$\varepsilon$"))
+            .replace("—", "---").replace("–", "--").replace("ε", r"$\varepsilon$")
+            .replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$"))
 
 
 def to_latex(table: Table) -> str:
@@ -150,6 +175,9 @@ def to_frame(table: Table) -> pd.DataFrame:
         rows.append({**table.split, "table": table.layout.name, "row": table.row_labels[i],
                      "column": table.col_labels[j], "measure": cell.measure["value"], "scale": cell.measure["scale"],
                      "mean": cell.stats.mean, "std": cell.stats.std, "n": cell.stats.n,
+                     "lo": cell.stats.lo, "hi": cell.stats.hi, "interval": cell.stats.interval,
+                     **_comparison_columns(cell), **_protocol_columns(sel),
+                     "forward_pass_equivalents": _mean(sel, "forward_pass_equivalents"),
                      "chosen": sel.describe() if sel is not None else "",
                      "n_configs": sel.n_configs if sel is not None else 0,
                      "dev_mean": sel.dev_mean if sel is not None else math.nan,
@@ -157,6 +185,32 @@ def to_frame(table: Table) -> pd.DataFrame:
                      "diff": cell.diff if not math.isnan(cell.published) else math.nan,
                      "runs": ";".join(sel.runs["run_dir"]) if sel is not None and "run_dir" in sel.runs else ""})
     return pd.DataFrame(rows)
+
+
+def _comparison_columns(cell: Cell) -> dict:
+    c = cell.comparison
+    if c is None:
+        return {"reference": "", "delta_vs_reference": math.nan, "delta_lo": math.nan, "delta_hi": math.nan,
+                "p_value": math.nan, "significant": False, "test": "", "paired_examples": 0}
+    return {"reference": c.reference, "delta_vs_reference": c.delta, "delta_lo": c.lo, "delta_hi": c.hi,
+            "p_value": c.p_value, "significant": c.significant, "test": c.test, "paired_examples": c.n_examples}
+
+
+def _protocol_columns(sel) -> dict:
+    from zobench.aggregate.protocol import PROTOCOL_KEYS, UNKNOWN
+
+    out = {}
+    for key in PROTOCOL_KEYS:
+        vals = [] if sel is None or key not in sel.runs else sel.runs[key].dropna().astype(str).unique().tolist()
+        out[key] = ";".join(vals) if vals else UNKNOWN
+    return out
+
+
+def _mean(sel, column: str) -> float:
+    if sel is None or column not in sel.runs:
+        return math.nan
+    vals = pd.to_numeric(sel.runs[column], errors="coerce").dropna()
+    return float(vals.mean()) if len(vals) else math.nan
 
 
 def to_csv(tables: list[Table]) -> str:
