@@ -282,6 +282,11 @@ BAD_KEYS = [
     ("bszo", "estimator.sigma_prior", -1.0, ["optimizer.estimator.sigma_prior=-1.0", "auto or a number > 0"]),
     ("bszo", "estimator.noise_ema", 0.0, ["optimizer.estimator.noise_ema=0.0", "(0, 1]"]),
     ("fo_adam", "accumulation_steps", -2, ["optimizer.accumulation_steps=-2"]),
+    ("fo_sgd", "max_grad_norm", 0, ["optimizer.max_grad_norm=0", "null (no clipping) or a number > 0"]),
+    ("fo_adam", "train_mode", "yes", ["optimizer.train_mode='yes'", "true or false"]),
+    ("fo_sgd", "variant", "hf", ["optimizer.variant='hf'", "paper, zobench_code"]),
+    ("fo_adam", "variant", "zobench_code", ["optimizer.variant='zobench_code'", "optimizer.variant=paper"]),
+    ("zo_sgd", "train_mode", True, ["optimizer.train_mode=True", "false with optimizer=zo_sgd", "both probes"]),
     # ZO-Bench's enhancements (block-wise, sparse, hybrid)
     ("zo_sgd_block", "estimator.level", "block", ["optimizer.estimator.level='block'", "layer, attn_mlp, linear"]),
     ("zo_sgd_block", "estimator.restrict", "yes", ["optimizer.estimator.restrict='yes'", "true or false"]),
@@ -292,6 +297,8 @@ BAD_KEYS = [
     ("hybrid_zo_fo", "zo_layers", 1.5, ["optimizer.zo_layers=1.5", "fraction in [0, 1]"]),
     ("hybrid_zo_fo", "zo_lr", 0, ["optimizer.zo_lr=0", "> 0"]),
     ("hybrid_zo_fo", "conservative", True, ["optimizer.conservative=True", "false"]),
+    ("hybrid_zo_fo", "max_grad_norm", -1.0, ["optimizer.max_grad_norm=-1.0", "> 0"]),
+    ("hybrid_zo_fo", "train_mode", True, ["optimizer.train_mode=True", "family hybrid"]),
 ]
 
 

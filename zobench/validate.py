@@ -156,7 +156,13 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
     if opt.family == "fo":
         if opt.get("eps") is not None:
             raise ConfigError(f"optimizer.eps={opt.eps!r} is a ZO perturbation scale; {opt.name} is first-order: leave it null.")
+        from zobench.optim.fo import check_config as check_fo  # max_grad_norm, train_mode, variant
+
+        check_fo(opt)
         return
+    if opt.get("train_mode", False) is not False:
+        raise bad_value("optimizer.train_mode", opt.train_mode, f"false with optimizer={opt.name} (family {opt.family}): "
+                        "ZO needs the same deterministic loss at both probes, so dropout stays off; train mode is FO's")
 
     est, transforms = opt.estimator, list(opt.get("transforms") or [])
     if kind(est) == "ForwardGrad":  # exact directional derivatives: no perturbation

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from zobench.errors import ConfigError
-from zobench.optim.fo import FOOptimizer
+from zobench.optim.fo import build_fo
 from zobench.optim.zo import ZOOptimizer
 
 FAMILIES = ("zo", "fo", "hybrid")  # hybrid: ZO for the shallow layers, backprop for the deep ones (hybrid.py)
@@ -51,4 +51,4 @@ def build_optimizer(cfg: Any, named_params: Sequence[tuple[str, torch.Tensor]], 
         return ZOOptimizer(named_params, estimator, transforms, eps=cfg.eps, seed=seed,
                            conservative=cfg.get("conservative", False), model=model,
                            distribution=cfg.get("direction", "gaussian"), **common)
-    return FOOptimizer(named_params, instantiate(cfg.torch_optimizer, _partial_=True), **common)
+    return build_fo(cfg, named_params, model=model, **common)  # fo.py: clipping, train mode, variant

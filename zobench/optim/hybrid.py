@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from zobench.errors import ConfigError, bad_value
 from zobench.optim.blocks import group_blocks
 from zobench.optim.closure import check_micro_batches, micro_batches
-from zobench.optim.fo import FOOptimizer
+from zobench.optim.fo import FOOptimizer, check_max_grad_norm
 from zobench.optim.schedule import lr_factor
 from zobench.optim.zo import ZOOptimizer
 
@@ -62,6 +62,7 @@ def check_config(opt: Any) -> None:
         raise ConfigError("optimizer.torch_optimizer is missing: the FO part needs a torch.optim class (_target_).")
     if opt.get("conservative", False):
         raise bad_value("optimizer.conservative", True, "false (the hybrid's FO part updates once per step)")
+    check_max_grad_norm(opt)  # optional: clips the FO part's gradient (ZO-Bench's hybrid code is not public)
 
 
 class HybridZOFO:
@@ -91,13 +92,8 @@ class HybridZOFO:
             stats = self.zo.step(loss_fn)
             passes += stats["forward_passes"]
             loss = stats["loss"] if loss is None else loss
-        if self.fo is not None:
-            fo = self.fo
-            with torch.no_grad():
-                for p in fo.decayed:
-                    p.mul_(1 - fo.sched.get_last_lr()[0] * fo.weight_decay)
-            fo.opt.step()
-            fo.sched.step()
+        if self.fo is not None:  # clip (max_grad_norm, over θ_d), decay, step, schedule: as FO alone
+            self.fo.apply_update()
         self.t += 1
         return {"loss": loss, "forward_passes": passes, "lr": lr}
 
@@ -147,7 +143,8 @@ def build_hybrid(cfg: Any, named_params: Sequence[tuple[str, torch.Tensor]], tot
                            model=model, distribution=cfg.get("direction", "gaussian"), **common)
 
     def make_fo(named):
-        return FOOptimizer(named, instantiate(cfg.torch_optimizer, _partial_=True), lr=cfg.lr, **common)
+        return FOOptimizer(named, instantiate(cfg.torch_optimizer, _partial_=True), lr=cfg.lr,
+                           max_grad_norm=cfg.get("max_grad_norm"), **common)
 
     return HybridZOFO(named_params, cfg.zo_layers, make_zo, make_fo, lr=cfg.lr, schedule=cfg.schedule,
                       total_steps=total_steps, accumulation_steps=common["accumulation_steps"])
