@@ -33,7 +33,7 @@ from zobench.record import write_atomic
 # rendering, an update rule), so that re-running a sweep computes those cells again instead of
 # skipping them as completed. 2: masked-LM SST-2 suffix, lm micro-batches weighted by tokens,
 # block-wise ZO's immediate updates by default.
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 
 # Keys that change where results go or how they are logged, not what they are.
 VOLATILE = ("hydra", "paths", "logger", "sweep_name", "trainer.log_every", "trainer.checkpoint_every",

@@ -32,7 +32,9 @@ def _base_summary(cfg: Any) -> dict[str, Any]:
         "model": cfg.model.name, "task": cfg.task.name, "tuning": cfg.tuning.name,
         "optimizer": cfg.optimizer.name, "seed": cfg.seed, "dtype": cfg.dtype, "device": cfg.device,
         "lr": cfg.optimizer.lr, "eps": cfg.optimizer.get("eps"), "template": cfg.task.template,
-        "metric": cfg.task.metric, "steps_budget": cfg.trainer.steps, "steps": 0, "forward_passes": 0,
+        "metric": cfg.task.metric, "loss": cfg.trainer.loss, "selection": cfg.trainer.get("selection", "dev_metric"),
+        "family": cfg.optimizer.get("family"), "variant": cfg.optimizer.get("variant"),
+        "steps_budget": cfg.trainer.steps, "steps": 0, "forward_passes": 0,
         "zero_shot_accuracy": None, "best_dev_accuracy": None, "best_step": None, "test_accuracy": None,
         "trainable_params": None, "total_params": None, "peak_memory_bytes": None,
         "inference_peak_memory_bytes": None, "step_time_ms": None, "wall_time_s": None,
@@ -138,7 +140,7 @@ def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=Non
 
 
 def _print_summary(summary: dict[str, Any], run_dir: str) -> None:
-    keys = ["status", "error", "zero_shot_accuracy", "best_dev_accuracy", "best_step", "test_accuracy",
+    keys = ["status", "error", "zero_shot_score", "best_dev_score", "best_step", "test_score", "test_score_ci95", "num_eval",
             "forward_passes", "step_time_ms", "peak_memory_bytes", "inference_peak_memory_bytes"]
     shown = {k: summary.get(k) for k in keys if summary.get(k) is not None}
     print(f"[zobench] {run_dir}\n[zobench] " + " ".join(f"{k}={v}" for k, v in shown.items()))

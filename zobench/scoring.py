@@ -81,8 +81,16 @@ class Scorer:
         ctx, cand = self._ids(context, True), self._ids(candidate, False)
         if not cand:
             raise ValueError(f"candidate {candidate!r} tokenizes to nothing")
-        keep = max(self.max_length - len(cand), 1)  # truncate the context from the left
-        return ctx[-keep:] + cand, len(cand)
+        keep = max(self.max_length - len(cand), 1)  # truncate the context from the left ...
+        if len(ctx) > keep and keep > 1 and self._starts_with_bos(ctx):
+            ctx = ctx[:1] + ctx[len(ctx) - keep + 1 :]  # ... keeping BOS (MeZO large_models/utils.py encode_prompt)
+        else:
+            ctx = ctx[-keep:]
+        return ctx + cand, len(cand)
+
+    def _starts_with_bos(self, ids: list[int]) -> bool:
+        bos = self.tokenizer.bos_token_id
+        return bos is not None and bool(ids) and ids[0] == bos
 
     def _verbalizer_id(self, candidate: str) -> int:
         ids = self._ids(candidate, False)
@@ -191,6 +199,27 @@ class Scorer:
     @torch.no_grad()
     def predict(self, examples: Sequence[Example], batch_size: int = 32) -> list[int]:
         """argmax of mean candidate log-prob, batched over all pairs, longest first."""
+        return [max(range(len(m)), key=m.__getitem__) for m in self.candidate_scores(examples, batch_size)]
+
+    @torch.no_grad()
+    def loss_over(self, examples: Sequence[Example], loss: str, batch_size: int = 32) -> float:
+        """The training loss over a whole set (dev), in batches of ``batch_size`` examples: the example mean for
+        ``classification`` / −metric, the gold-token mean for ``lm`` (as one batch would give). MeZO's model
+        selection reads this (HF Trainer's eval_loss, large_models/trainer.py via load_best_model_at_end)."""
+        if loss in NON_DIFFERENTIABLE:
+            return float(self.loss(examples, loss))
+        total = weight = 0.0
+        for start in range(0, len(examples), batch_size):
+            part = examples[start : start + batch_size]
+            w = self.gold_tokens(part) if loss == "lm" else len(part)
+            total += float(self.loss(part, loss)) * w
+            weight += w
+        return total / weight
+
+    @torch.no_grad()
+    def candidate_scores(self, examples: Sequence[Example], batch_size: int = 32) -> list[list[float]]:
+        """Mean log-prob of every candidate of every example (the prediction is the argmax), batched over all
+        pairs, longest first."""
         pairs = [(i, c) for i, ex in enumerate(examples) for c in range(len(ex.candidates))]
         if self.kind == "causal":  # longest first: an out-of-memory shows in the first batch
             pairs.sort(key=lambda p: -len(self._causal_sequence(examples[p[0]].context, examples[p[0]].candidates[p[1]])[0]))
@@ -202,7 +231,7 @@ class Scorer:
             scores = self.score_pairs(chunk, examples)
             for (e, c), m in zip(chunk, scores.means.tolist()):
                 means[e][c] = m
-        return [max(range(len(m)), key=m.__getitem__) for m in means]
+        return means
 
 
 def _per_example(scores: PairScores, examples: Sequence[Example]) -> torch.Tensor:

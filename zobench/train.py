@@ -21,7 +21,8 @@ import torch
 from zobench import interrupt
 from zobench.measure import PeakMemory, StepTimer, release_memory, synchronize
 from zobench.optim.closure import MicroBatchLoss
-from zobench.scoring import Scorer, metrics
+from zobench.evaluation import PREDICTIONS, ZERO_SHOT_PREDICTIONS, evaluate, summary_fields
+from zobench.scoring import Scorer
 from zobench.tasks.base import Example, TaskData
 
 log = logging.getLogger("zobench")
@@ -44,10 +45,24 @@ def batches(examples: Sequence[Example], batch_size: int, seed: int) -> Iterator
         pos += batch_size
 
 
-def evaluate(scorer: Scorer, examples: Sequence[Example], batch_size: int) -> dict[str, float]:
-    if not examples:
-        return {}
-    return metrics(scorer.predict(examples, batch_size), examples)
+SELECTIONS = ("dev_metric", "dev_loss")  # trainer.selection: best dev task metric (default, BSZO) | lowest dev loss (MeZO)
+
+
+def _dev_score(scorer: Scorer, dev: Sequence[Example], tr: Any, metric: str) -> tuple[dict[str, float], float] | None:
+    """The dev row to log and the selection score (higher is better) under ``trainer.selection``.
+
+    dev_metric: the task metric on dev (zobench's default; BSZO's metric_for_best_model=accuracy).
+    dev_loss: minus the training loss on dev (MeZO: HF Trainer's load_best_model_at_end keeps the lowest eval_loss,
+    its metric_for_best_model default).
+    """
+    if not dev:
+        return None
+    result = evaluate(scorer, dev, tr.eval_batch_size)
+    row = {"dev_accuracy": result.metrics["accuracy"], f"dev_{metric}": result.metrics[metric]}
+    if tr.get("selection", "dev_metric") == "dev_loss":
+        row["dev_loss"] = scorer.loss_over(dev, tr.loss, tr.eval_batch_size)
+        return row, -row["dev_loss"]
+    return row, result.metrics[metric]
 
 
 class _BestState:
@@ -149,11 +164,12 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         log.info("resuming from the checkpoint of step %d", resume["step"])
     elif tr.zero_shot:
         zs = evaluate(scorer, data.eval, tr.eval_batch_size)
-        out["zero_shot_accuracy"], out["zero_shot_score"] = zs["accuracy"], zs[metric]
-        log.info("zero-shot eval %s %.4f", metric, zs[metric])
+        zs.write(run_dir / ZERO_SHOT_PREDICTIONS)
+        out.update(summary_fields("zero_shot", zs, metric))
+        log.info("zero-shot eval %s %.4f %s", metric, zs.metrics[metric], _ci_text(out["zero_shot_score_ci95"]))
+    out["num_eval"] = len(data.eval)
     if tr.steps == 0 or optimizer is None:
-        final = evaluate(scorer, data.eval, tr.eval_batch_size)
-        out.update(test_accuracy=final["accuracy"], test_score=final[metric])
+        _final_eval(scorer, data, tr, metric, run_dir, out)
         return
 
     stream = batches(data.train, tr.batch_size, cfg.seed)
@@ -182,11 +198,13 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     def save_checkpoint(step: int) -> None:
         tensors = None if replay else {"params": [p.detach().cpu() for _, p in named_params],
                                        "optimizer": optimizer.state_dict()}
-        checkpointer.save({"step": step, "out": out, "best_step": best.step, "best_score": best.score,
+        checkpointer.save({"step": step, "out": out, "best_step": best.step, "best_score": best.score, "stale_evals": stale,
                            "loss_log": loss_log if replay else None, "times_ms": timer.times_ms,
                            "forward_ms": forward_ms, "peaks": peaks + [meter.read()]}, tensors)
 
     progress = Progress(tr.steps, tr.log_every)
+    patience = tr.get("early_stopping_patience")
+    stale = resume.get("stale_evals", 0) if resume is not None else 0
     meter.reset()
     try:
         batch = first
@@ -205,13 +223,23 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
             progress.update(step, stats["loss"])
             if step % tr.eval_every == 0 or step == tr.steps:
                 peaks.append(meter.read())
-                dev = evaluate(scorer, data.dev, tr.eval_batch_size)
-                if dev:
-                    recorder.log({"step": step, "dev_accuracy": dev["accuracy"], f"dev_{metric}": dev[metric]})
-                    progress.dev = f"{dev[metric]:.3f}"
-                    if best.offer(step, dev[metric]):
-                        out["best_dev_accuracy"], out["best_dev_score"], out["best_step"] = dev["accuracy"], dev[metric], step
+                dev = _dev_score(scorer, data.dev, tr, metric)
+                if dev is not None:
+                    row, score = dev
+                    recorder.log({"step": step, **row, "forward_passes": out["forward_passes"]})
+                    progress.dev = f"{row[f'dev_{metric}']:.3f}"
+                    if best.offer(step, score):
+                        out["best_dev_accuracy"], out["best_dev_score"], out["best_step"] = row["dev_accuracy"], row[f"dev_{metric}"], step
+                        if "dev_loss" in row:
+                            out["best_dev_loss"] = row["dev_loss"]
+                        stale = 0
+                    else:
+                        stale += 1
                 meter.reset()
+                if patience and stale >= patience and step < tr.steps:  # BSZO: early_stopping_patience evaluations
+                    out["stopped_early_at"] = step
+                    log.info("early stop at step %d: no dev improvement in %d evaluations", step, stale)
+                    break
             if checkpointer is not None and step < tr.steps:
                 if interrupt.requested():
                     save_checkpoint(step)
@@ -244,11 +272,27 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         out["best_step"] = out["steps"]  # no dev set: the final state is the one evaluated
     if tr.save_trainable:
         torch.save({n: p.detach().cpu() for n, p in named_params}, run_dir / "trainable.pt")
-    final = evaluate(scorer, data.eval, tr.eval_batch_size)
-    out.update(test_accuracy=final["accuracy"], test_score=final[metric])
-    log.info("eval %s %.4f (state of step %s)", metric, final[metric], out["best_step"])
+    _final_eval(scorer, data, tr, metric, run_dir, out)
     if checkpointer is not None:
         checkpointer.clear()
+
+
+def _ci_text(ci) -> str:
+    return f"[95% CI {ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+
+
+def _final_eval(scorer: Scorer, data: TaskData, tr: Any, metric: str, run_dir: Path, out: dict[str, Any]) -> None:
+    """Score the eval set with the selected state: predictions.jsonl and the test fields with their 95% interval.
+
+    ``trainer.test=false`` (a dev-only run, e.g. the learning-rate search) never scores the eval set."""
+    if not tr.get("test", True):
+        log.info("trainer.test=false: the eval set is not scored (best dev %s: %s)", metric, out.get("best_dev_score"))
+        return
+    final = evaluate(scorer, data.eval, tr.eval_batch_size)
+    final.write(run_dir / PREDICTIONS)
+    out.update(summary_fields("test", final, metric))
+    log.info("eval %s %.4f %s (state of step %s, n=%d)", metric, final.metrics[metric], _ci_text(out["test_score_ci95"]),
+             out.get("best_step"), len(data.eval))
 
 
 def _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay: bool) -> int:
