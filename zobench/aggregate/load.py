@@ -45,6 +45,13 @@ CONFIG_FIELDS = {
     "zo_layers": "optimizer.zo_layers",
     "zo_lr": "optimizer.zo_lr",
     "pad_to_length": "trainer.pad_to_length",
+    "block_seed": "optimizer.estimator.block_seed",
+    "sparsity_rule": "optimizer.estimator.sparsity_rule",
+    "direction_stream": "optimizer.direction_stream",
+    "max_grad_norm": "optimizer.max_grad_norm",
+    "train_mode": "optimizer.train_mode",
+    "data_seed": "data.seed",          # the training sample (MeZO's train_set_seed): a seed axis, like seed
+    "eval_seed": "data.eval_seed",     # null: the eval set moves with data.seed (MeZO's training runs)
     "num_train": "data.num_train",
     "num_dev": "data.num_dev",
     "num_eval": "data.num_eval",
@@ -59,7 +66,8 @@ CONFIG_FIELDS = {
 CONFIG_KEYS = ["model", "task", "tuning", "optimizer", "dtype", "template", "metric", "loss", "selection", "variant",
                "lr", "eps",
                "weight_decay", "schedule", "num_directions", "direction", "accumulation_steps", "one_sided", "sign",
-               "block_level", "block_restrict", "block_immediate", "sparsity", "sparsity_group", "resample_every", "zo_layers", "zo_lr",
+               "block_level", "block_restrict", "block_immediate", "block_seed", "sparsity", "sparsity_group", "sparsity_rule",
+               "direction_stream", "max_grad_norm", "train_mode", "resample_every", "zo_layers", "zo_lr",
                "pad_to_length", "steps_budget", "batch_size", "max_length",
                "num_train", "num_dev", "num_eval"]
 
@@ -157,7 +165,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
 
 def mark_superseded(df: pd.DataFrame) -> pd.DataFrame:
     """Same configuration and seed more than once: keep the newest completed run (else the newest)."""
-    keys = [k for k in CONFIG_KEYS + ["seed"] if k in df.columns]
+    keys = [k for k in CONFIG_KEYS + ["seed", "data_seed"] if k in df.columns]  # both are seed axes
     if df.empty or not keys:
         return df
     df = df.copy()

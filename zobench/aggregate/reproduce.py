@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zobench import CONF_DIR, ROOT
+from zobench.aggregate.search import sources as search_sources
 
 GROUPS = ("model", "task", "tuning", "optimizer")
 LAYOUT_ORDER = ("mezo_opt13b", "zobench_sst2", "copa_winogrande_opt13b", "memory_time")
@@ -64,6 +65,9 @@ class Block:
     seconds: float = 0.0
     gpu_hours: float = 0.0
     unknown: int = 0               # jobs the model cannot estimate
+    search: dict | None = None     # the dev-only learning-rate search (zobench.aggregate.search), or {"from": ...}
+    search_jobs: list[dict] = field(default_factory=list)  # its cells (seed 0, trainer.test=false)
+    protocol: str = ""             # loss, metric, max length, selection rule, variant (printed by the plan)
 
     @property
     def layout(self) -> str:
@@ -75,7 +79,18 @@ def block_names(scale: str) -> list[str]:
     names = [p for p in root.rglob("*.yaml") if p.stem != "base" and p.parent != root]
     order = {n: i for i, n in enumerate(LAYOUT_ORDER)}
     names.sort(key=lambda p: (order.get(p.parent.name, 99), p.parent.name, p.stem))
-    return [str(p.relative_to(CONF_DIR / "experiment").with_suffix("")) for p in names]
+    names = [str(p.relative_to(CONF_DIR / "experiment").with_suffix("")) for p in names]
+    listed = _listed_order(root / "order.txt", scale)
+    rank = {n: i for i, n in enumerate(listed)}
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))  # stable: unlisted blocks keep their order
+
+
+def _listed_order(path: Path, scale: str) -> list[str]:
+    """``conf/experiment/<scale>/order.txt``: block names (``layout/block``), one a line, the order to run them in."""
+    if not path.is_file():
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [f"{scale}/{line}" for line in lines if line]
 
 
 def _compose(overrides: list[str], hydra_config: bool = False):
@@ -115,26 +130,41 @@ def plan_block(name: str, extra: list[str] = ()) -> Block:
     if any(not v for v in axes.values()):
         return Block(name, [], skipped, overrides)
     jobs = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-    return Block(name, jobs, skipped, [o for o in overrides if o])
+    block = Block(name, jobs, skipped, [o for o in overrides if o])
+    from zobench.aggregate import search
+
+    block.search = search.spec(cfg)
+    if block.search and "grid" in block.search:
+        block.search_jobs = search.jobs(block.search, axes)
+    return block
 
 
 def _shape_keys(job: dict) -> list[str]:
     return [k for k in job if k not in ("seed", "optimizer.lr", "optimizer.eps")]
 
 
-def _job_settings(name: str, job: dict, cache: dict) -> dict:
+def _job_settings(name: str, job: dict, cache: dict, extra: tuple[str, ...] = ()) -> dict:
     """The settings of one cell that its cost depends on (composed once per distinct shape)."""
-    shape = tuple((k, job[k]) for k in _shape_keys(job))
+    shape = tuple((k, job[k]) for k in _shape_keys(job)) + tuple(extra)
     if shape not in cache:
-        cfg = _compose([f"+experiment={name}", *(f"{k}={v}" for k, v in shape)])
+        cfg = _compose([f"+experiment={name}", *(f"{k}={job[k]}" for k in _shape_keys(job)), *extra])
         t, d = cfg.trainer, cfg.data
         cache[shape] = dict(model=cfg.model.name, task=cfg.task.name, tuning=cfg.tuning.name,
                             optimizer=cfg.optimizer.name, family=cfg.optimizer.get("family", "zo"),
                             steps=int(t.steps), batch=int(t.batch_size), eval_every=int(t.eval_every),
-                            zero_shot=bool(t.zero_shot), max_length=int(t.max_length),
-                            num_dev=int(d.num_dev), num_eval=int(d.num_eval),
-                            demonstrations=int(cfg.tuning.get("num_demonstrations") or 0))
+                            zero_shot=bool(t.zero_shot), test=bool(t.get("test", True)), max_length=int(t.max_length),
+                            num_dev=int(d.num_dev), num_eval=int(d.num_eval), dtype=cfg.dtype,
+                            demonstrations=int(cfg.tuning.get("num_demonstrations") or 0),
+                            protocol=_protocol(cfg))
     return cache[shape]
+
+
+def _protocol(cfg) -> str:
+    """What produced a block's numbers: loss, metric, max length, selection rule, variant (the plan prints it)."""
+    variant = cfg.optimizer.get("variant") or "paper"
+    sign = f", sign={cfg.optimizer.sign}" if cfg.optimizer.get("sign") else ""
+    return (f"loss={cfg.trainer.loss} metric={cfg.task.metric} max_length={cfg.trainer.max_length} "
+            f"selection={cfg.trainer.get('selection', 'dev_metric')} variant={variant}{sign} dtype={cfg.dtype}")
 
 
 def _fwd_s(tokens: float) -> float:
@@ -154,7 +184,7 @@ def cpu_seconds(s: dict) -> float:
     pairs = PAIRS.get(s["task"], 2)
     steps = s["steps"] if s["tuning"] != "icl" else 0
     dev_evals = math.ceil(steps / s["eval_every"]) if steps else 0
-    evals = s["num_eval"] * (1 + (s["zero_shot"] and steps > 0))
+    evals = s["num_eval"] * ((s["zero_shot"] and steps > 0) + s.get("test", True))
     cpu = steps * step + (dev_evals * s["num_dev"] + evals) * pairs * pair
     return cpu / THREAD_SPEEDUP + JOB_OVERHEAD_S
 
@@ -174,8 +204,14 @@ def gpu_seconds(s: dict) -> tuple[float, float] | None:
 
 def estimate(block: Block, scale: str) -> Block:
     cache: dict = {}
-    for job in block.jobs:
-        s = _job_settings(block.name, job, cache)
+    from zobench.aggregate import search
+
+    runs = [(job, ()) for job in block.jobs]
+    if block.search_jobs:
+        runs += [(job, tuple(search.search_overrides(block.search)[:4])) for job in block.search_jobs]
+    for job, extra in runs:
+        s = _job_settings(block.name, job, cache, extra)
+        block.protocol = block.protocol or s["protocol"]
         if scale == "cpu":
             block.seconds += cpu_seconds(s)
         else:
@@ -186,7 +222,7 @@ def estimate(block: Block, scale: str) -> Block:
                 block.seconds += g[0]
                 block.gpu_hours += g[1]
     if scale == "cpu" and block.jobs:
-        block.seconds += PROCESS_START_S
+        block.seconds += PROCESS_START_S * (1 + bool(block.search_jobs))
     return block
 
 
@@ -201,7 +237,14 @@ def print_plan(blocks: list[Block], scale: str) -> float:
         extra = ""
         if scale == "full":
             extra = f", {b.gpu_hours:8.0f} GPU-h" + (f" ({b.unknown} cells not estimated)" if b.unknown else "")
-        print(f"  {b.name:48s} {len(b.jobs):4d} cells  ~{_hms(b.seconds):>9s}{extra}")
+        searched = f" + {len(b.search_jobs)} search" if b.search_jobs else ""
+        print(f"  {b.name:48s} {len(b.jobs):4d} cells{searched:>11s}  ~{_hms(b.seconds):>9s}{extra}")
+        if b.protocol:
+            print(f"      {b.protocol}")
+        if b.search and "from" in b.search:
+            print(f"      learning rate: the dev search of {', '.join(search_sources(b.search))}")
+        elif b.search:
+            print(f"      learning rate: dev-only search over {b.search['grid']} ({b.search['steps']} steps, seed 0)")
         for group, missing in b.skipped.items():
             print(f"      left out, no conf/{group}/<name>.yaml yet: {group}={','.join(missing)}")
     if scale == "cpu":
@@ -225,16 +268,86 @@ def _dirname_excludes() -> str:
     return f"hydra.job.config.override_dirname.exclude_keys=[{','.join(dict.fromkeys(keys))}]"
 
 
-def run_block(block: Block, runs_dir: Path, data_dir: str | None, extra: list[str], threads: int | None = None) -> int:
-    sweep_dir = runs_dir / block.name.split("/", 1)[1]
-    cmd = [sys.executable, "-m", "zobench", "-m", f"+experiment={block.name}", f"hydra.sweep.dir={sweep_dir}",
-           _dirname_excludes(), *block.overrides, *([f"data.dir={data_dir}"] if data_dir else []), *extra]
+def _multirun(block_name: str, sweep_dir: Path, overrides: list[str], data_dir: str | None, extra: list[str],
+              threads: int | None) -> int:
+    cmd = [sys.executable, "-m", "zobench", "-m", f"+experiment={block_name}", f"hydra.sweep.dir={sweep_dir}",
+           _dirname_excludes(), *overrides, *([f"data.dir={data_dir}"] if data_dir else []), *extra]
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: shared cores are not burnt spinning
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     print(f"[reproduce-tables] {' '.join(shlex.quote(c) for c in cmd)}", flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def _fixed(job: dict, keys) -> list[str]:
+    return [f"{k}={job[k]}" for k in keys]
+
+
+def run_search(block: Block, runs_dir: Path, data_dir: str | None, extra: list[str], threads: int | None) -> list[dict]:
+    """Run (or resume) the block's dev-only search; return its choice per group and write search.json."""
+    from zobench.aggregate import search
+
+    s = block.search
+    directory = search.block_dir(runs_dir, block.name)
+    done = search.recorded_choice(directory, s)
+    if done is not None:  # searched before (maybe on another machine): the choice stands; delete search.json to redo
+        print(f"[reproduce-tables] search of {block.name}: reusing {directory / 'search.json'}", flush=True)
+        return done
+    groups = [k for k in block.search_jobs[0] if k != "seed" and k not in s["grid"]]
+    grid_sweeps = [f"{k}={','.join(map(str, v))}" for k, v in s["grid"].items()]
+    group_values = sorted({tuple(job[k] for k in groups) for job in block.search_jobs}, key=str)
+    code = 0
+    for values in group_values:
+        fixed = [f"{k}={v}" for k, v in zip(groups, values)]
+        code |= _multirun(block.name, directory, [*block.overrides, *fixed, *grid_sweeps, *search.search_overrides(s)],
+                          data_dir, extra, threads)
+    rows = search.results(directory, s, groups)
+    chosen = [{"group": dict(zip(groups, values)), "values": search.choose(rows, s, dict(zip(groups, values)))}
+              for values in group_values]
+    path = search.write_record(directory, block.name, s, rows, chosen)
+    print(f"[reproduce-tables] search of {block.name}: {path} -> " +
+          "; ".join(f"{c['group']}: {c['values']}" for c in chosen), flush=True)
+    if code:
+        print(f"[reproduce-tables] search of {block.name}: a sweep exited {code}", flush=True)
+    return chosen
+
+
+def run_block(block: Block, runs_dir: Path, data_dir: str | None, extra: list[str], threads: int | None = None,
+              searched: dict | None = None) -> int:
+    """Run one block: its search first (or the search it reuses), then its cells at the chosen values."""
+    from zobench.aggregate import search
+
+    sweep_dir = runs_dir / block.name.split("/", 1)[1]
+    searched = {} if searched is None else searched
+    if not block.search:
+        return _multirun(block.name, sweep_dir, block.overrides, data_dir, extra, threads)
+    if "from" in block.search:
+        overrides, missing = search.from_overrides(runs_dir, block.search)
+        for source in missing:  # the block it reuses has not searched yet: search it now
+            scale = block.name.split("/", 1)[0]
+            src = plan_block(f"{scale}/{source}", extra)
+            if not src.search or "grid" not in src.search:
+                print(f"[reproduce-tables] {block.name}: search.from={source} has no search grid", file=sys.stderr)
+                return 2
+            searched[src.name] = run_search(src, runs_dir, data_dir, extra, threads)
+        overrides, missing = search.from_overrides(runs_dir, block.search)
+        if missing:
+            print(f"[reproduce-tables] {block.name}: the search of {', '.join(missing)} chose nothing "
+                  "(a grid point failed?); skipped", file=sys.stderr)
+            return 2
+        return _multirun(block.name, sweep_dir, [*block.overrides, *overrides], data_dir, extra, threads)
+    chosen = searched.get(block.name) or run_search(block, runs_dir, data_dir, extra, threads)
+    code = 0
+    for choice in chosen:
+        if choice["values"] is None:
+            print(f"[reproduce-tables] {block.name}: no choice for {choice['group']} (a grid point did not complete); "
+                  "its cells are skipped", file=sys.stderr)
+            code = 2
+            continue
+        fixed = [f"{k}={v}" for k, v in {**choice["group"], **choice["values"]}.items()]
+        code |= _multirun(block.name, sweep_dir, [*block.overrides, *fixed], data_dir, extra, threads)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,12 +379,12 @@ def main(argv: list[str] | None = None) -> int:
             print("[reproduce-tables] SCALE=full needs CUDA GPUs (and the hub); none here. "
                   "Use SCALE=cpu, or --force to start anyway.", file=sys.stderr)
             return 2
-    started, failures = time.time(), []
+    started, failures, searched = time.time(), [], {}
     for block in blocks:
         if not block.jobs:
             print(f"[reproduce-tables] {block.name}: nothing to run (every choice is missing)")
             continue
-        if run_block(block, runs_dir, data_dir, args.overrides, args.threads) != 0:
+        if run_block(block, runs_dir, data_dir, args.overrides, args.threads, searched) != 0:
             failures.append(block.name)  # a sweep records its failed cells itself; this is a crash
     print(f"[reproduce-tables] grids done in {_hms(time.time() - started)}"
           + (f"; blocks that crashed: {', '.join(failures)}" if failures else ""))

@@ -1,0 +1,84 @@
+"""The dev-only learning-rate search of reproduction blocks (zobench/aggregate/search.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from zobench.aggregate import search
+from zobench.aggregate.reproduce import block_names, plan_block
+from zobench.errors import ConfigError
+
+GRID = {"steps": 150, "eval_every": 50, "grid": {"optimizer.lr": [0.003, 0.01, 0.03]}}
+
+
+def _cell(root, name, lr, dev, status="completed", tuning="prefix"):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"status": status, "best_dev_score": dev, "best_step": 50}))
+    (d / "config.yaml").write_text(yaml.safe_dump({"optimizer": {"lr": lr}, "tuning": {"name": tuning}}))
+
+
+def test_the_best_dev_score_is_chosen_and_ties_keep_the_first_grid_point(tmp_path):
+    _cell(tmp_path, "a", 0.003, 0.61)
+    _cell(tmp_path, "b", 0.01, 0.70)
+    _cell(tmp_path, "c", 0.03, 0.70)  # tie with 0.01: the first as written wins
+    rows = search.results(tmp_path, GRID, ["tuning.name"])
+    assert search.choose(rows, GRID, {"tuning.name": "prefix"}) == {"optimizer.lr": 0.01}
+
+
+def test_a_diverged_grid_point_loses_and_a_missing_one_means_no_choice_yet(tmp_path):
+    _cell(tmp_path, "a", 0.003, 0.55)
+    _cell(tmp_path, "c", 0.03, None, status="diverged")
+    rows = search.results(tmp_path, GRID, [])
+    assert search.choose(rows, GRID, {}) is None  # 0.01 has not run
+    _cell(tmp_path, "b", 0.01, 0.50)
+    rows = search.results(tmp_path, GRID, [])
+    assert search.choose(rows, GRID, {}) == {"optimizer.lr": 0.003}
+
+
+def test_groups_are_chosen_apart(tmp_path):
+    for tuning, best in (("prefix", 0.03), ("lora", 0.003)):
+        for lr in GRID["grid"]["optimizer.lr"]:
+            _cell(tmp_path, f"{tuning}-{lr}", lr, 0.9 if lr == best else 0.5, tuning=tuning)
+    rows = search.results(tmp_path, GRID, ["tuning.name"])
+    assert search.choose(rows, GRID, {"tuning.name": "lora"}) == {"optimizer.lr": 0.003}
+    assert search.choose(rows, GRID, {"tuning.name": "prefix"}) == {"optimizer.lr": 0.03}
+
+
+def test_a_recorded_choice_is_reused_and_from_reads_it(tmp_path):
+    runs = tmp_path / "reproduce-cpu"
+    directory = search.block_dir(runs, "cpu/zobench_sst2/zo_sgd_prefix")
+    directory.mkdir(parents=True)
+    chosen = [{"group": {"tuning": "prefix"}, "values": {"optimizer.lr": 0.01}}]
+    search.write_record(directory, "cpu/zobench_sst2/zo_sgd_prefix", GRID, [], chosen)
+    assert search.recorded_choice(directory, GRID) == chosen
+    assert search.recorded_choice(directory, {**GRID, "steps": 300}) is None  # another search: run it
+    overrides, missing = search.from_overrides(runs, {"from": "zobench_sst2/zo_sgd_prefix"})
+    assert (overrides, missing) == (["optimizer.lr=0.01"], [])
+    overrides, missing = search.from_overrides(runs, {"from": {"optimizer.zo_lr": "zobench_sst2/zo_sgd_prefix:optimizer.lr",
+                                                               "optimizer.lr": "zobench_sst2/fo_sgd_lora"}})
+    assert overrides == ["optimizer.zo_lr=0.01"] and missing == ["zobench_sst2/fo_sgd_lora"]
+
+
+@pytest.mark.parametrize("bad, key", [({"steps": 10, "grid": {"optimizer.lr": [1]}}, "eval_every"),
+                                      ({"steps": 0, "eval_every": 5, "grid": {"optimizer.lr": [1]}}, "search.steps"),
+                                      ({"steps": 10, "eval_every": 5, "grid": {"optimizer.lr": []}}, "search.grid"),
+                                      ({"from": "x", "steps": 3}, "from")])
+def test_bad_search_entries_name_the_key(bad, key):
+    with pytest.raises(ConfigError, match=key):
+        search.spec({"search": bad})
+
+
+def test_every_cpu_block_plans_and_searched_blocks_run_their_grid_at_seed_0_on_dev_only():
+    names = block_names("cpu")
+    assert names[0] == "cpu/zobench_sst2/zo_sgd_prefix"  # order.txt: the headline cells first
+    block = plan_block("cpu/zobench_sst2/zo_sgd_prefix")
+    assert {j["seed"] for j in block.jobs} == {0, 1, 2}
+    assert [j["optimizer.lr"] for j in block.search_jobs] == [0.003, 0.01, 0.03]
+    assert {j["seed"] for j in block.search_jobs} == {0}
+    assert "trainer.test=false" in search.search_overrides(block.search)
+    for name in names:  # every from: names a block that has a grid
+        for source in search.sources(plan_block(name).search):
+            assert "grid" in plan_block(f"cpu/{source}").search, (name, source)
