@@ -261,3 +261,37 @@ def test_micro_batches_of_the_lm_loss_are_weighted_by_gold_tokens():
     assert sum(by_tokens.weights) == pytest.approx(1.0)
     assert scorer.gold_tokens(examples) == sum(len(tok(ex.candidates[ex.gold], add_special_tokens=False)["input_ids"])
                                                for ex in examples)
+
+
+def test_zobench_code_sign_equals_hf_adamw_fed_the_signed_estimate():
+    """ZO-Bench zo-bench/trainer.py OurTrainer.zo_step (zo_sign_opt branch): param.grad = sign(g)·z, then HF
+    Trainer's AdamW (transformers 4.28.1 optimization.py AdamW.step, transcribed in
+    tests/reference/test_zobench_variants.py); here with zobench's default chunked directions."""
+    from tests.reference.test_zobench_variants import HFAdamW
+
+    lr, steps = 0.02, 8
+    problem = LeastSquares()
+    opt = build("zo_sgd_sign", problem, steps, lr=lr, variant="zobench_code")
+    for _ in range(steps):
+        opt.step(problem.loss)
+    twin = LeastSquares()
+    params = list(twin.parameters())
+    torch_opt = HFAdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    for _, seeds, coeffs, _ in opt.seed_log:
+        assert all(abs(c) == 1.0 for c in coeffs)  # sign of the projected gradient
+        for i, p in enumerate(params):
+            p.grad = sum(c * direction(s, i, p) for s, c in zip(seeds, coeffs))
+        torch_opt.step()
+    for mine, ref in zip(problem.parameters(), params):
+        torch.testing.assert_close(mine.detach(), ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_zobench_code_cons_moves_by_successive_adam_steps_and_counts_every_forward():
+    """ZO-Bench zo-bench/trainer.py OurTrainer.zo_conserv_step with HF's AdamW: two or three optimizer steps per
+    ZO step (c = +1, −2, then +1 / +2 or none), L(θ) and both candidates evaluated (2 + 3 forward passes)."""
+    problem = LeastSquares()
+    opt = build("zo_sgd_cons", problem, 5, lr=0.01, variant="zobench_code")
+    stats = [opt.step(problem.loss) for _ in range(5)]
+    assert [s["forward_passes"] for s in stats] == [5] * 5
+    adam = opt.transforms[0]
+    assert type(adam).__name__ == "HFAdam" and 2 * 5 <= adam.t <= 3 * 5

@@ -153,3 +153,35 @@ def test_directions_are_drawn_in_chunks_so_temporaries_stay_small(monkeypatch):
     # the whole-tensor view equals the concatenated chunks
     full = directions.direction(5, 0, w)
     assert torch.equal(full[:100], real_draw(5, 0, 0, 100, w.device, w.dtype))
+
+
+def test_mezo_stream_resumes_from_the_step_counter():
+    """direction_stream=mezo: the step seeds follow from (seed, t) alone, so a run resumed from a checkpoint's
+    state_dict takes the steps an uninterrupted run takes."""
+    def run(stop_at=None):
+        x, loss, _ = quadratic()
+        opt = ZOOptimizer([("x", x)], SPSA(direction_stream="mezo"), lr=0.05, eps=1e-3, seed=7)
+        for _ in range(3):
+            opt.step(loss)
+        if stop_at is not None:
+            state = opt.state_dict()
+            opt = ZOOptimizer([("x", x)], SPSA(direction_stream="mezo"), lr=0.05, eps=1e-3, seed=7)
+            opt.load_state_dict(state)
+        for _ in range(3):
+            opt.step(loss)
+        return x, [s for _, (s,), _, _ in opt.seed_log]
+
+    straight, seeds = run()
+    resumed, seeds_resumed = run(stop_at=3)
+    assert seeds == seeds_resumed and len(set(seeds)) == 6
+    torch.testing.assert_close(resumed, straight, rtol=0, atol=0)
+
+
+def test_mezo_stream_refuses_tensors_out_of_order():
+    """MeZO's z_i depends on every tensor drawn before it (one torch.manual_seed per sweep): a draw that skips
+    a tensor would silently take another z, so it raises instead."""
+    from zobench.optim.directions import MEZO, draw
+
+    draw(11, 0, 0, 4, torch.device("cpu"), torch.float32, MEZO)
+    with pytest.raises(RuntimeError, match="in order"):
+        draw(11, 2, 0, 4, torch.device("cpu"), torch.float32, MEZO)

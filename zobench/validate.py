@@ -164,6 +164,9 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
         raise bad_value("optimizer.train_mode", opt.train_mode, f"false with optimizer={opt.name} (family {opt.family}): "
                         "ZO needs the same deterministic loss at both probes, so dropout stays off; train mode is FO's")
 
+    from zobench.optim.zo import check_config as check_zo  # variant, direction_stream (before `sign`, which follows variant)
+
+    check_zo(opt)
     est, transforms = opt.estimator, list(opt.get("transforms") or [])
     if kind(est) == "ForwardGrad":  # exact directional derivatives: no perturbation
         if opt.get("eps") is not None:
@@ -181,7 +184,8 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
             if kind(tr) in ("Momentum", "Adam"):
                 raise ConfigError(
                     f"optimizer.transforms[{i}]={tr._target_} is not allowed with optimizer.conservative=true: "
-                    "choose no transform or ScaleBySign (the two candidate updates would advance its state twice)."
+                    "choose no transform or ScaleBySign (the two candidate updates would advance its state twice; "
+                    "ZO-Bench's code did so with HF's AdamW: optimizer=zo_sgd_cons optimizer.variant=zobench_code)."
                 )
         if est is not None and est.get("immediate", False):
             raise ConfigError("optimizer.conservative=true is not allowed with optimizer.estimator.immediate=true: "

@@ -15,14 +15,30 @@ Distributions (``optimizer.direction``):
               8 bytes of generator output give 64 signs, expanded by a 256 × 8 lookup table,
               which on CPU costs about a third of drawing Gaussians (the RNG is the wall of a CPU
               ZO step, see ``make bench``).
+
+Streams (``optimizer.direction_stream``, ZO-SGD family only):
+  chunked     the default above: z(s) restricted to chunk c of tensor i comes from its own seed
+              mix(s, i, c), so any chunk is drawn alone, in any order.
+  mezo        z exactly as MeZO draws it (Malladi et al. 2023; princeton-nlp/MeZO
+              large_models/trainer.py ``zo_perturb_parameters``, ``zo_update``): per step
+              ``torch.manual_seed(s_t)``, then ``torch.normal(0, 1, θ_i.size(), dtype=θ_i.dtype)`` for every
+              trainable tensor in ``named_parameters`` order, one sequential stream per device. The
+              step seeds s_t are MeZO's: ``np.random.seed(seed)`` (HF ``set_seed``), then one
+              ``np.random.randint(1000000000)`` per step (``zo_step``). A MeZO run and a zobench run with
+              the same seed then perturb along the same z. ZO-Bench's trainer draws the same way.
+              Cost: z_i is drawn whole (a temporary the size of the largest tensor, as in MeZO), and a
+              sweep must visit every tensor in order (no block or sparse masks).
 """
 from __future__ import annotations
 
 from typing import Mapping, Protocol
 
+import numpy as np
 import torch
 
 DISTRIBUTIONS = ("gaussian", "rademacher")
+STREAMS = ("chunked", "mezo")
+MEZO = "mezo"  # the distribution name sweeps pass for MeZO's stream (Gaussian, drawn as MeZO draws it)
 CHUNK = 1 << 22  # elements drawn per generator seeding: 4 Mi (16 MiB in fp32)
 
 _MASK64 = (1 << 64) - 1
@@ -61,8 +77,11 @@ def _sign_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return _sign_tables[key]
 
 
-def chunk_bounds(numel: int):
-    """(chunk index, start, stop) over a flat tensor of ``numel`` elements."""
+def chunk_bounds(numel: int, distribution: str = "gaussian"):
+    """(chunk index, start, stop) over a flat tensor of ``numel`` elements (MeZO's stream: one chunk, the tensor)."""
+    if distribution == MEZO:
+        yield 0, 0, numel
+        return
     for c, start in enumerate(range(0, max(numel, 1), CHUNK)):
         yield c, start, min(start + CHUNK, numel)
 
@@ -70,6 +89,8 @@ def chunk_bounds(numel: int):
 def draw(seed: int, index: int, chunk: int, n: int, device: torch.device, dtype: torch.dtype,
          distribution: str = "gaussian") -> torch.Tensor:
     """Chunk ``chunk`` (``n`` elements, flat) of z(seed) restricted to tensor ``index``."""
+    if distribution == MEZO:
+        return _draw_mezo(seed, index, n, device, dtype)
     gen = _generator(device)
     gen.manual_seed(mix(seed, index, chunk))
     if distribution == "gaussian":
@@ -81,6 +102,51 @@ def draw(seed: int, index: int, chunk: int, n: int, device: torch.device, dtype:
         index_bytes = words.view(torch.uint8)[:nbytes].to(torch.int32)
         return _sign_table(device, dtype).index_select(0, index_bytes).view(-1)[:n]
     raise ValueError(f"optimizer.direction={distribution!r}: choose one of {', '.join(DISTRIBUTIONS)}")
+
+
+# -- MeZO's stream (optimizer.direction_stream=mezo) ------------------------------------------------
+# seed -> (index of the next tensor to draw, {device: generator}). Tensor 0 starts a sweep: MeZO's
+# torch.manual_seed(s), which seeds every device's default generator; each device's stream then
+# advances only with the tensors that live on it, as torch.normal on the default generators does.
+_mezo_streams: dict[int, tuple[int, dict[torch.device, torch.Generator]]] = {}
+
+
+def _draw_mezo(seed: int, index: int, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """z_index of MeZO's stream for step seed ``seed``: the next ``torch.normal`` draw after tensors 0..index−1."""
+    if index == 0:
+        _mezo_streams.clear()  # one step seed at a time (q = 1): a new sweep starts here
+        _mezo_streams[seed] = (0, {})
+    expected, gens = _mezo_streams.get(seed, (None, {}))
+    if expected != index:
+        raise RuntimeError(f"direction_stream=mezo draws every trainable tensor in order from tensor 0 once per sweep; "
+                           f"asked for tensor {index} of seed {seed} after {expected}")
+    device = torch.device(device)
+    if device not in gens:
+        gens[device] = torch.Generator(device=device)
+        gens[device].manual_seed(seed)
+    _mezo_streams[seed] = (index + 1, gens)
+    return torch.normal(0.0, 1.0, size=(n,), generator=gens[device], device=device, dtype=dtype)
+
+
+class MezoSeeds:
+    """MeZO's per-step seeds: s_t = the (t+1)-th ``np.random.randint(1000000000)`` after ``np.random.seed(seed)``.
+
+    MeZO's run.py calls HF ``set_seed(args.seed)`` (HF Trainer's __init__ again), and nothing else draws from
+    NumPy's global generator between steps, so ``zo_step``'s draws are this sequence. A private RandomState
+    gives it without touching NumPy's global state; ``at(t)`` replays it from the start when asked for an
+    earlier step (a resumed or replayed run).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._rng, self._next, self._last = np.random.RandomState(seed), 0, None
+
+    def at(self, t: int) -> int:
+        if t < self._next - 1:  # an earlier step than the last one drawn: replay the sequence
+            self._rng, self._next = np.random.RandomState(self.seed), 0
+        while self._next <= t:
+            self._last, self._next = int(self._rng.randint(1000000000)), self._next + 1
+        return self._last
 
 
 def flat(p: torch.Tensor) -> torch.Tensor:
@@ -96,7 +162,8 @@ def direction(seed: int, index: int, like: torch.Tensor, distribution: str = "ga
     For callers that need the whole tensor (Forward-Grad's tangents, tests); sweeps over the
     parameters use ``draw`` chunk by chunk instead.
     """
-    parts = [draw(seed, index, c, b - a, like.device, like.dtype, distribution) for c, a, b in chunk_bounds(like.numel())]
+    parts = [draw(seed, index, c, b - a, like.device, like.dtype, distribution)
+             for c, a, b in chunk_bounds(like.numel(), distribution)]
     return (parts[0] if len(parts) == 1 else torch.cat(parts))[: like.numel()].view(like.shape)
 
 
@@ -139,7 +206,7 @@ def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]], di
         if not live:
             continue
         view = flat(p)
-        for c, a, b in chunk_bounds(view.numel()):
+        for c, a, b in chunk_bounds(view.numel(), distribution):
             part = view[a:b]
             for s, scale in live:
                 part.add_(draw_masked(s, i, c, a, b - a, p.device, p.dtype, distribution, masks.get(s)), alpha=scale)

@@ -6,10 +6,14 @@ Two-sided, q directions (Spall 1992; MeZO, Malladi et al. 2023, Alg. 1 for q = 1
 One-sided (ZO-Bench, Zhang et al. 2024, "forward difference"):
     g_j = (L(θ + ε z_j) − L(θ)) / ε,    q + 1 forward passes.
 ``sign="projected"``: coefficients sign(g_j)/q instead of g_j/q, i.e. ĝ = (1/q) Σ_j sign(g_j)·z_j.
-This is what ZO-Bench's released code runs as "ZO-SGD-Sign" (``np.sign(projected_grad) * z``
-in its trainer), so ZO-Bench's published ZO-SGD-Sign numbers come from this variant; the paper
-describes the coordinate-wise sign(ĝ) of ZO-signSGD (Liu et al. 2019), which is the
-``scale_by_sign`` transform with ``sign="coordinate"`` (here the estimator is plain SPSA).
+This is the estimate ZO-Bench's released code forms for "ZO-SGD-Sign" (``np.sign(projected_grad) * z``
+in zo-bench/trainer.py ``zo_step``), which its code then hands to HF Trainer's AdamW as a gradient
+(``optimizer.variant=zobench_code``, conf/optimizer/zo_sgd_sign.yaml); the paper describes the
+coordinate-wise sign(ĝ) of ZO-signSGD (Liu et al. 2019), which is the ``ScaleBySign`` transform with
+``sign="coordinate"`` (here the estimator is plain SPSA).
+
+``direction_stream="mezo"`` (q = 1 only): the step's one direction is z(s) of MeZO's stream with s the
+seed handed in (MeZO's s_t, zobench.optim.directions), instead of z(mix(s, 0)) of the chunked stream.
 
 Every loss is the batch loss Σ_i w_i L_i over micro-batches (zobench.optim.closure), so
 gradient accumulation gives the full-batch difference. Moving from one probe to the next is
@@ -24,7 +28,8 @@ from typing import Callable
 import torch
 
 from zobench.optim.closure import batch_loss
-from zobench.optim.directions import mix, perturb_many_
+from zobench.errors import bad_choice, bad_value
+from zobench.optim.directions import MEZO, STREAMS, mix, perturb_many_
 from zobench.optim.estimate import SeedEstimate
 
 SIGNS = (None, "coordinate", "projected")
@@ -34,12 +39,19 @@ class SPSA:
     distribution = "gaussian"  # set by ZOOptimizer from optimizer.direction
     average = True  # coefficients g_j/q; block-wise ZO (zobench/optim/blockwise.py) sums g_j z_j over blocks instead
 
-    def __init__(self, num_directions: int = 1, one_sided: bool = False, sign: str | None = None):
+    def __init__(self, num_directions: int = 1, one_sided: bool = False, sign: str | None = None,
+                 direction_stream: str = "chunked"):
         if num_directions < 1:
             raise ValueError("optimizer.estimator.num_directions must be >= 1")
         if sign not in SIGNS:
             raise ValueError(f"optimizer.estimator.sign={sign!r}: choose one of coordinate, projected, null")
+        if direction_stream not in STREAMS:
+            raise bad_choice("optimizer.direction_stream", direction_stream, STREAMS)
+        if direction_stream == MEZO and num_directions != 1:
+            raise bad_value("optimizer.estimator.num_directions", num_directions,
+                            "1 with optimizer.direction_stream=mezo (MeZO draws one direction per step)")
         self.num_directions, self.one_sided, self.sign = num_directions, one_sided, sign
+        self.direction_stream = direction_stream  # read by ZOOptimizer, which then sets distribution = MEZO
 
     @property
     def measures_base_loss(self) -> bool:
@@ -59,7 +71,7 @@ class SPSA:
         own one-direction estimate (probe still pending); it must remove the probe (block-wise ZO's
         immediate update does, zobench/optim/blockwise.py), and the estimate returned is ``applied``."""
         q = self.num_directions
-        seeds = [mix(seed, j) for j in range(q)]
+        seeds = [seed] if self.distribution == MEZO else [mix(seed, j) for j in range(q)]
         masks = self.direction_masks(seeds)
         coeffs, losses = [], []  # losses: the mean of each probe pair, ≈ L(θ) + O(ε²)
         base = batch_loss(loss_fn) if self.one_sided else None

@@ -10,6 +10,8 @@ In half-precision runs the state is kept in fp32 (bf16 cannot hold Adam's second
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from zobench.errors import bad_choice
@@ -39,8 +41,15 @@ class Transform:
         return []
 
 
+class Identity(Transform):
+    """u = g: no transform (plain SGD on the estimate). ZOOptimizer drops it from the chain."""
+
+    def apply(self, i, g, p, sl=slice(None)):
+        return g
+
+
 class ScaleBySign(Transform):
-    """u = sign(g), coordinate-wise: ZO-signSGD (Liu et al., ICLR 2019), ZO-Bench's ZO-SGD-Sign.
+    """u = sign(g), coordinate-wise: ZO-signSGD (Liu et al., ICLR 2019), the ZO-SGD-Sign the ZO-Bench paper states.
 
     ``sign="projected"`` passes g through unchanged: the estimator already took the sign of
     the scalar projected gradient (ZO-Bench's code), see zobench.optim.spsa. One YAML key,
@@ -109,3 +118,63 @@ class Adam(Transform):
 
     def state_tensors(self):
         return self.m + self.v
+
+
+class HFAdam(Transform):
+    """Adam as HF Trainer's default optimizer computes it: ``transformers.optimization.AdamW`` (transformers
+    4.28.1, ``TrainingArguments.optim="adamw_hf"``, defaults β = (0.9, 0.999), ε = 1e-8), ``step``:
+
+        m ← β₁m + (1−β₁)g,   v ← β₂v + (1−β₂)g²,   u = (√(1−β₂ᵗ)/(1−β₁ᵗ)) · m / (√v + ε).
+    θ ← θ − lr·u is then the optimizer's sweep. It is ``Adam`` with ε added to √v *before* the bias
+    correction (torch's Adam with ε_t = ε/√(1−β₂ᵗ)). HF's AdamW decays θ after its update,
+    θ ← (θ − lr·u)(1 − lr·λ); zobench decays first, θ(1 − lr·λ) − lr·u, a difference of lr²·λ·u (ZO-Bench's
+    sweeps all run λ = 0). t counts this transform's steps (HF: each parameter's ``state["step"]``).
+    What ZO-Bench's ZO-SGD-Sign and ZO-SGD-Cons ran (``optimizer.variant=zobench_code``, see
+    ``inner_optimizer``). State: two copies of θ (fp32 in half-precision runs; HF keeps θ's dtype).
+    """
+
+    stateful = True
+
+    def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+        self.b1, self.b2, self.eps = b1, b2, eps
+        self.m: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.t = 0
+
+    def init(self, params):
+        self.m = [_state_like(p) for p in params]
+        self.v = [_state_like(p) for p in params]
+
+    def begin_step(self):
+        self.t += 1
+
+    def apply(self, i, g, p, sl=slice(None)):
+        m, v = self.m[i].view(-1)[sl], self.v[i].view(-1)[sl]
+        g32 = g.to(m.dtype)
+        m.mul_(self.b1).add_(g32, alpha=1 - self.b1)
+        v.mul_(self.b2).addcmul_(g32, g32, value=1 - self.b2)
+        scale = math.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
+        return torch.div(m, v.sqrt().add_(self.eps)).mul_(scale).to(g.dtype)
+
+    def state_tensors(self):
+        return self.m + self.v
+
+
+VARIANTS = ("paper", "zobench_code")
+
+
+def inner_optimizer(variant: str = "paper", b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Transform:
+    """The optimizer the ZO update goes through, by ``optimizer.variant`` (ZO-Bench, Zhang et al., ICML 2024).
+
+    paper         Identity: θ ← θ − lr·u, the algorithm the paper states (ZO-SGD-Sign, ZO-SGD-Cons).
+    zobench_code  HFAdam: what ZO-Bench's code ran. Its ZO-SGD-Sign and ZO-SGD-Cons sweeps
+                  (zo-bench/sweeps/*/sign_sgd/*, zo_sgd_conserv/*) set ``--trainer`` but never ``--optimizer``;
+                  run.py's default ``optimizer="adamw"`` matches neither branch of trainer.py's optimizer
+                  override (``adam`` → torch Adam, ``sgd`` → torch SGD), so ``self.optimizer`` stays the one HF
+                  Trainer created: transformers 4.28.1's AdamW (optim="adamw_hf", lr = learning_rate,
+                  weight decay 0 in every sweep, constant schedule without warm-up). ``zo_step`` and
+                  ``zo_conserv_step`` write the ZO update into ``param.grad`` and call ``self.optimizer.step()``.
+    """
+    if variant not in VARIANTS:
+        raise bad_choice("optimizer.variant", variant, VARIANTS)
+    return Identity() if variant == "paper" else HFAdam(b1, b2, eps)
