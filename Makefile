@@ -9,7 +9,7 @@ SMOLLM2  := models/smollm2-135m/config.json
 DEMO_ZO_STEPS ?= 200
 DEMO_FO_STEPS ?= 20
 
-.PHONY: bench help install test test-slow test-all demo offline-models clean
+.PHONY: findings bench help install test test-slow test-all demo offline-models clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ demo: $(SMOLLM2) ## showcase: SmolLM2-135M learning SST-2: zero-shot vs ZO-SGD (
 clean: ## remove caches (never runs/ or models/)
 	rm -rf .pytest_cache **/__pycache__
 
-# reproduce-tables: SCALE=cpu runs the reduced grids (SmolLM2-135M, ~1 h on 2 cores, estimate printed first);
+# reproduce-tables: SCALE=cpu runs the CPU study (SmolLM2-135M, hours on 2 cores, resumable; estimate printed first);
 # SCALE=full the papers' grids (GPUs + the Hugging Face hub; thousands of GPU-hours, estimate printed first).
 # DRY_RUN=1 prints the plan and the estimates only; THREADS=1 suits a machine other jobs share.
 SCALE    ?= cpu
@@ -48,6 +48,9 @@ reproduce-tables: $(if $(filter cpu,$(SCALE)),$(SMOLLM2)) ## paper tables + figu
 	$(PYTHON) -m zobench.aggregate.reproduce --scale $(SCALE) $(if $(DATA_DIR),--data-dir $(abspath $(DATA_DIR))) \
 	  $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR)) $(if $(THREADS),--threads $(THREADS)) $(if $(DRY_RUN),--dry-run) \
 	  --command "make reproduce-tables SCALE=$(SCALE)$(if $(DATA_DIR), DATA_DIR=$(DATA_DIR))$(if $(THREADS), THREADS=$(THREADS))"
+
+findings: ## evaluate the papers' claims (conf/claims/) on the CPU study's runs: runs/reproduce-cpu/aggregate/FINDINGS.md
+	$(PYTHON) -m zobench.aggregate.findings --runs-dir runs/reproduce-cpu --out runs/reproduce-cpu/aggregate/FINDINGS.md
 
 bench: ## ZO step vs two forwards, peaks vs inference, MeZO-reference step, FO steps, eval (runs/bench/bench.json)
 	$(PYTHON) -m zobench.bench --out runs/bench/bench.json

@@ -16,6 +16,7 @@ from zobench.optim.schedule import SCHEDULES
 from zobench.scoring import LOSSES, NON_DIFFERENTIABLE
 from zobench.tasks import available_tasks, validate_task
 from zobench.tuning import validate_tuning
+from zobench.train import SELECTIONS
 
 # A masked LM scores one verbalizer token at the mask (LM-BFF / MeZO), so only tasks whose
 # candidates are single-token label words; a causal LM scores any continuation.
@@ -56,6 +57,10 @@ def validate_config(cfg: Any) -> None:
         raise bad_value("data.num_train", 0, "at least 1 training example when trainer.steps > 0")
     if cfg.trainer.loss not in LOSSES:
         raise bad_choice("trainer.loss", cfg.trainer.loss, LOSSES)
+    if cfg.trainer.get("selection", "dev_metric") not in SELECTIONS:
+        raise bad_choice("trainer.selection", cfg.trainer.selection, SELECTIONS)
+    if cfg.trainer.get("early_stopping_patience") is not None:
+        _int_at_least(cfg, "trainer.early_stopping_patience", 1)
     validate_objective(cfg.trainer, cfg.optimizer)
     if cfg.trainer.get("pad_to_length") is not None:  # memory vs length (zobench/tasks/_lengthen.py)
         _int_at_least(cfg, "trainer.pad_to_length", 8)

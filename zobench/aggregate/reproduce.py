@@ -394,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                  *(argv if argv is not None else sys.argv[1:])])
     result = aggregate(runs_dir, out=runs_dir / "aggregate", command=command)
     print(result["markdown"])
-    print(f"[reproduce-tables] tables and figures: {runs_dir / 'aggregate'}")
+    from zobench.aggregate.findings import write_findings
+
+    write_findings(runs_dir, runs_dir / "aggregate" / "FINDINGS.md")
+    print(f"[reproduce-tables] tables, figures and the papers' claims (FINDINGS.md): {runs_dir / 'aggregate'}")
     return 1 if failures else 0
 
 
