@@ -209,13 +209,22 @@ def test_every_experiment_composes_to_a_sweep_over_existing_choices():
             assert all(str(job.get("seed", 0)).isdigit() for job in block.jobs)
             for group in GROUPS:  # every choice a block names exists (none left out today)
                 assert group not in block.skipped, (name, block.skipped)
-    assert any(j["model"] == "smollm2-135m" for j in plan_block("cpu/mezo_opt13b/zo_full").jobs)
+    from zobench.aggregate.reproduce import _compose
+
+    assert _compose(["+experiment=cpu/zobench_sst2/zo_sgd_full"]).model.name == "smollm2-135m"  # cpu/base.yaml
     assert {j["optimizer.lr"] for j in plan_block("full/mezo_opt13b/zo_full").jobs} == {1e-6, 1e-7}  # MeZO's grid
     # ZO-Bench's SST2 table: one block per cell, each with ZO-Bench's own sweep grid for that cell
     adam = plan_block("full/zobench_sst2/zo_adam/lora").jobs
     assert {j["optimizer.lr"] for j in adam} == {1e-4, 1e-5, 1e-6}
     assert {j["optimizer.eps"] for j in adam} == {1e-2, 1e-3, 1e-4, 1e-5} and len(adam) == 3 * 4 * 3  # x 3 seeds
-    assert {j["optimizer.sign"] for j in plan_block("full/zobench_sst2/zo_sgd_sign/full").jobs} == {"projected"}
+    # the reference variants: what ZO-Bench's code ran (its sweeps set no --optimizer: HF's AdamW inside)
+    assert {j["optimizer.variant"] for j in plan_block("full/zobench_sst2/zo_sgd_sign/full").jobs} == {"zobench_code"}
+    assert {j["optimizer.variant"] for j in plan_block("full/copa_winogrande_opt13b/zo_sgd_cons/copa").jobs} == {"zobench_code"}
+    assert {j["optimizer.variant"] for j in plan_block("full/zobench_sst2/fo_sgd/prompt").jobs} == {"zobench_code"}
+    assert "optimizer.variant" not in plan_block("full/zobench_sst2/fo_sgd/lora").jobs[0]  # its sweep sets --optimizer=sgd
+    # seeds as the references varied them: the data sample, z at HF's seed 42
+    mezo = plan_block("full/mezo_opt13b/zo_lora").jobs
+    assert {j["data.seed"] for j in mezo} == {0, 1, 2} and "seed" not in mezo[0]
     cells = {tuple(n.split("/")[2:]) for n in block_names("full") if n.startswith("full/zobench_sst2/")}
     assert len(cells) == 8 * 4  # 8 optimizers x 4 schemes
     mmt = plan_block("full/copa_winogrande_opt13b/zo_sgd_mmt/winogrande").jobs

@@ -32,7 +32,7 @@ from zobench import CONF_DIR
 from zobench.aggregate.compare import Comparison, CompareSpec, compare_cells
 from zobench.aggregate.load import STATUS_OK
 from zobench.aggregate.predictions import run_interval
-from zobench.aggregate.published import PublishedSpec, lookup, protocol_differences
+from zobench.aggregate.published import PublishedSpec, _row_index, lookup, protocol_differences
 from zobench.aggregate.seeds import SeedStats
 from zobench.aggregate.select import Selection, select_by_dev
 
@@ -229,6 +229,21 @@ def _same_model(published: pd.DataFrame, cell: Cell) -> bool:
     return not measured or measured == {published.loc[idx, "model"]}
 
 
+def _same_variant(published: pd.DataFrame, cell: Cell) -> bool:
+    """Whether the published row's ``variant`` (conf/published: the variant that produced it) is the one the
+    measured runs ran: a ZO-Bench-code number is not set against the paper's algorithm (no Δ then)."""
+    idx = _row_index(cell.published_source)
+    if idx is None or "variant" not in published.columns or cell.selection is None:
+        return True
+    theirs = published.loc[idx, "variant"]
+    if not isinstance(theirs, str) or not theirs:
+        return True
+    runs = cell.selection.runs
+    ours = set(runs["variant"].dropna()) if "variant" in runs else set()
+    ours = {v if v not in ("none", "") else "paper" for v in ours} or {"paper"}
+    return ours == {theirs}
+
+
 def build_tables(layout: Layout, runs: pd.DataFrame, published: pd.DataFrame | None = None) -> list[Table]:
     """One Table per ``split_by`` value present among the runs the layout's filters keep."""
     scope = runs[mask(runs, layout.filters)] if not runs.empty else runs
@@ -261,7 +276,7 @@ def build_tables(layout: Layout, runs: pd.DataFrame, published: pd.DataFrame | N
             if published is not None and layout.published is not None:
                 where_pub = {**layout.filters, **where}
                 cell.published, cell.published_source = lookup(published, layout.published, where_pub, column)
-                cell.comparable = _same_model(published, cell)
+                cell.comparable = _same_model(published, cell) and _same_variant(published, cell)
             cells[(i, j)] = cell
         problems = in_split[covered & in_split["status"].ne(STATUS_OK)] if "status" in in_split else in_split.iloc[:0]
         table = Table(layout, split, [r.label for r in rows], [c.label for c in cols], cells, problems,
