@@ -211,7 +211,8 @@ def estimate(block: Block, scale: str) -> Block:
         runs += [(job, tuple(search.search_overrides(block.search)[:4])) for job in block.search_jobs]
     for job, extra in runs:
         s = _job_settings(block.name, job, cache, extra)
-        block.protocol = block.protocol or s["protocol"]
+        if s["protocol"] not in block.protocol.split("\n      "):
+            block.protocol = f"{block.protocol}\n      {s['protocol']}" if block.protocol else s["protocol"]
         if scale == "cpu":
             block.seconds += cpu_seconds(s)
         else:
