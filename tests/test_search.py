@@ -17,15 +17,17 @@ def _cell(root, name, lr, dev, status="completed", tuning="prefix"):
     d = root / name
     d.mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps({"status": status, "best_dev_score": dev, "best_step": 50}))
-    (d / "config.yaml").write_text(yaml.safe_dump({"optimizer": {"lr": lr}, "tuning": {"name": tuning}}))
+    # as a resolved config.yaml holds them: a config group is a mapping with its chosen name
+    (d / "config.yaml").write_text(yaml.safe_dump({"optimizer": {"name": "zo_sgd", "lr": lr, "eps": 0.1},
+                                                   "tuning": {"name": tuning, "r": 8}}))
 
 
 def test_the_best_dev_score_is_chosen_and_ties_keep_the_first_grid_point(tmp_path):
     _cell(tmp_path, "a", 0.003, 0.61)
     _cell(tmp_path, "b", 0.01, 0.70)
     _cell(tmp_path, "c", 0.03, 0.70)  # tie with 0.01: the first as written wins
-    rows = search.results(tmp_path, GRID, ["tuning.name"])
-    assert search.choose(rows, GRID, {"tuning.name": "prefix"}) == {"optimizer.lr": 0.01}
+    rows = search.results(tmp_path, GRID, ["tuning", "optimizer", "optimizer.eps"])  # the block's sweep keys
+    assert search.choose(rows, GRID, {"tuning": "prefix", "optimizer": "zo_sgd", "optimizer.eps": 0.1}) == {"optimizer.lr": 0.01}
 
 
 def test_a_diverged_grid_point_loses_and_a_missing_one_means_no_choice_yet(tmp_path):
@@ -42,9 +44,9 @@ def test_groups_are_chosen_apart(tmp_path):
     for tuning, best in (("prefix", 0.03), ("lora", 0.003)):
         for lr in GRID["grid"]["optimizer.lr"]:
             _cell(tmp_path, f"{tuning}-{lr}", lr, 0.9 if lr == best else 0.5, tuning=tuning)
-    rows = search.results(tmp_path, GRID, ["tuning.name"])
-    assert search.choose(rows, GRID, {"tuning.name": "lora"}) == {"optimizer.lr": 0.003}
-    assert search.choose(rows, GRID, {"tuning.name": "prefix"}) == {"optimizer.lr": 0.03}
+    rows = search.results(tmp_path, GRID, ["tuning"])
+    assert search.choose(rows, GRID, {"tuning": "lora"}) == {"optimizer.lr": 0.003}
+    assert search.choose(rows, GRID, {"tuning": "prefix"}) == {"optimizer.lr": 0.03}
 
 
 def test_a_recorded_choice_is_reused_and_from_reads_it(tmp_path):

@@ -85,11 +85,15 @@ def block_dir(runs_dir: Path, block_name: str) -> Path:
 
 
 def _lookup(config: dict, key: str) -> Any:
+    """A sweep key's value in a resolved config.yaml: ``optimizer.lr`` -> 0.01; a config group such as
+    ``task`` or ``optimizer`` is a mapping there, and its chosen value is its ``name``."""
     node: Any = config
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
+    if isinstance(node, dict) and "name" in node:
+        return node["name"]
     return node
 
 
