@@ -538,3 +538,20 @@ def test_forward_pass_equivalents_column_and_compute_axis(tmp_path):
     (table,) = build_tables(load_layout("memory_time"), runs.assign(task="multirc"))
     text = to_markdown(table)
     assert "| FO-Adam / full | 2.00 (n=1) | 2.00 (n=1) | 10 (n=1) | 1 (n=1) | 3 (n=1) |" in text
+
+
+def test_a_published_number_of_another_variant_gets_no_difference():
+    """conf/published rows name the variant that produced them: ZO-Bench's ZO-SGD-Sign numbers ran its code
+    (variant zobench_code), so a run of the paper's rule is shown beside them without a Δ."""
+    from zobench.aggregate.layout import Cell, _same_variant
+    from zobench.aggregate.select import Selection
+
+    published = pd.DataFrame({"variant": ["zobench_code", "paper", None]}, index=[0, 1, 2])
+    cell = lambda variants, row: Cell(SeedStats.of(pd.Series([0.9])), {}, Selection(pd.DataFrame({"variant": variants}), 1),
+                                      published_source=f"ReLIZO, Table 4#{row}")
+    assert not _same_variant(published, cell(["paper"], 0))
+    assert _same_variant(published, cell(["zobench_code"], 0))
+    assert _same_variant(published, cell(["none"], 1))  # runs from before variants were recorded ran the paper's rule
+    assert _same_variant(published, cell(["paper"], 2))  # a published row with no variant (zero-shot) is no condition
+    relizo = load_published()
+    assert set(relizo["variant"].dropna()) >= {"paper", "zobench_code"}
