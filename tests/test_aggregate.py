@@ -440,6 +440,55 @@ def test_significant_gain_over_zero_shot_is_marked_and_a_null_one_is_not(tmp_pat
     assert bool(row["significant"]) and row["p_value"] < 0.05 and row["delta_vs_reference"] == pytest.approx(sst2.delta)
 
 
+def test_untuned_models_own_run_is_the_zero_shot_reference_when_runs_scored_none(tmp_path):
+    """trainer.zero_shot=false (the CPU study): no zero_shot_predictions.jsonl in the trained runs; the
+    completed steps_budget == 0 run with the same model, task, template and dtype stands in (its
+    predictions.jsonl, paired by example id), and the legend names it."""
+    from zobench.stats import paired_bootstrap
+
+    gold = [i % 2 for i in range(800)]
+    zs = {"sst2": _system(0, gold, 0.6), "copa": _system(1, gold, 0.6)}
+    preds = {seed: _system(10 + seed, gold, 0.8) for seed in (0, 1)}
+    for seed in (0, 1):
+        write_predictions(write_run(tmp_path, f"sst2-{seed}", seed=seed, tuning="lora", test_score=0.8, zero_shot=False,
+                                    **NEW), gold, preds[seed])
+        write_predictions(write_run(tmp_path, f"copa-{seed}", task="copa", seed=seed, tuning="lora", test_score=0.6,
+                                    zero_shot=False, **NEW), gold, _system(20 + seed, gold, 0.6))
+    for task in ("sst2", "copa"):
+        write_predictions(write_run(tmp_path, f"zs-{task}", task=task, tuning="full", steps_budget=0, steps=0,
+                                    test_score=0.6, best_dev_score=None, **NEW), gold, zs[task])
+    # decoys, sorted first: another dtype, another template, a run that failed; none may stand in
+    for name, fields in (("a-bf16", {"dtype": "bf16"}), ("a-template", {"template": "other"}),
+                         ("a-failed", {"status": "failed"})):
+        write_predictions(write_run(tmp_path, name, tuning="full", steps_budget=0, steps=0, test_score=0.8,
+                                    best_dev_score=None, **{**NEW, **fields}), gold, _system(30, gold, 0.8))
+    (table,) = build_tables(Layout.from_dict(LAYOUT, "t"), load_runs(tmp_path))
+    sst2, copa = _cell(table, "ZO", "SST-2").comparison, _cell(table, "ZO", "copa").comparison
+    ref = paired_bootstrap(gold, [preds[0], preds[1]], zs["sst2"])
+    assert sst2.significant and sst2.delta == pytest.approx(100 * ref["delta"]) and sst2.p_value == ref["p_value"]
+    assert sst2.source == "zs-sst2" and sst2.reference == "zero-shot (the untuned model's own run)"
+    assert sst2.pairing == "averaged over seeds" and sst2.n_examples == 800
+    assert copa is not None and not copa.significant and copa.source == "zs-copa"
+    assert _cell(table, "Zero-shot", "SST-2").comparison is None  # the untuned model is not set against itself
+    md = to_markdown(table)
+    zo_line = next(line for line in md.splitlines() if line.startswith("| ZO |"))
+    assert zo_line.count("†") == 1 and "† (" in zo_line.split("|")[2]
+    legend = next(line for line in md.splitlines() if line.startswith("† differs from"))
+    assert "untuned model's own run" in legend and "`zs-sst2`" in legend and "steps_budget=0" in legend
+
+
+def test_within_seed_pairing_reads_data_seed_as_a_seed_axis(tmp_path):
+    """seed fixed, data.seed varied, the eval set moving with it: each run pairs with its own data seed's."""
+    gold = [i % 2 for i in range(300)]
+    for ds in (1, 2):
+        ids = [f"d{ds}:{i}" for i in range(300)]
+        run = write_run(tmp_path, f"r{ds}", seed=42, data_seed=ds, **NEW)
+        write_predictions(run, gold, _system(ds, gold, 0.9), zero_shot=_system(5 + ds, gold, 0.5), ids=ids)
+    (table,) = build_tables(Layout.from_dict(LAYOUT, "t"), load_runs(tmp_path))
+    cmp = _cell(table, "ZO", "SST-2").comparison
+    assert cmp.pairing == "within seed" and cmp.n_examples == 600 and cmp.significant
+
+
 def test_named_reference_row_with_mcnemar(tmp_path):
     """compare: {reference: zo_sgd, test: mcnemar}: one seed a side, exact McNemar on the paired examples."""
     from zobench.stats import mcnemar

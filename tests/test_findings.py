@@ -132,6 +132,56 @@ def test_zero_shot_side_is_the_same_runs_untuned_model(tmp_path, runs):
     assert f.effect == pytest.approx(100 * (metric_value(np.zeros(N), a) - metric_value(np.zeros(N), b)))
 
 
+def test_replicate_seeds_in_one_unit_are_averaged_not_the_first(tmp_path):
+    """match: [model, task]: 3 ZO seeds (one strong, two weak) beside one zero-shot run are one unit; the
+    effect is the seed-averaged difference, paired with the 3 seeds stacked (seeds × examples), n = 3 / 1."""
+    root = tmp_path / "runs"
+    zo = {0: right(0.9, 1), 1: right(0.55, 2), 2: right(0.55, 3)}
+    for seed, pred in zo.items():
+        make_run(root, f"zo/s{seed}", pred, optimizer="zo_sgd", seed=seed)
+    zs = right(0.5, 4)
+    make_run(root, "zero_shot/s0", zs, optimizer="zo_sgd", tuning="full", steps_budget=0, seed=0)
+    path = write_claim(tmp_path / "claims", "zs", """
+        claim: "ZO beats the untuned model"
+        source: {paper: test}
+        match: [model, task]
+        cells:
+          zo: {label: ZO, where: {optimizer: zo_sgd, steps_budget: {gt: 0}}}
+          zs: {label: zero-shot, where: {steps_budget: 0}}
+        effect: {kind: difference, a: zo, b: zs, value: test_score}
+        expect: {op: ">", value: 0}
+    """)
+    f = evaluate(path, root)
+    gold = np.zeros(N, dtype=int)
+    averaged = np.mean([metric_value(gold, p) for p in zo.values()]) - metric_value(gold, zs)
+    ref = paired_bootstrap(gold, np.stack(list(zo.values())), zs)
+    assert f.n_units == 1 and f.replicates == {"ZO": "3", "zero-shot": "1"}
+    assert f.effect == pytest.approx(100 * averaged) and f.effect == pytest.approx(100 * ref["delta"])
+    assert f.effect < 100 * (metric_value(gold, zo[0]) - metric_value(gold, zs)) - 10  # not seed 0's alone
+    assert (f.lo, f.hi) == pytest.approx((100 * ref["ci95"][0], 100 * ref["ci95"][1]))
+    assert not any("first is used" in n for n in f.notes)
+    text = (tmp_path / "F.md")
+    write_findings(root, text, tmp_path / "claims")
+    md = text.read_text()
+    assert "n = 3 replicate run(s) per unit" in md and "| 1 (3 / 1 runs per unit) |" in md
+    # without predictions: the value is the seed-averaged test score all the same
+    for d in root.glob("*/s*/predictions.jsonl"):
+        d.unlink()
+    f = evaluate(path, root)
+    assert f.n_units == 1 and f.effect == pytest.approx(100 * averaged) and "one unit" in f.reason
+
+
+def test_data_seed_is_a_seed_axis(tmp_path):
+    """The full-scale grids fix seed and vary data.seed: the default match pairs by (seed, data_seed)."""
+    root = tmp_path / "runs"
+    for ds in (1, 2, 3):
+        make_run(root, f"strong/d{ds}", right(0.9, ds), optimizer="strong", seed=42, data_seed=ds)
+        make_run(root, f"weak/d{ds}", right(0.5, 10 + ds), optimizer="weak", seed=42, data_seed=ds)
+    f = evaluate(write_claim(tmp_path / "claims", "up", DIFF.format(a="strong", b="weak")), root)
+    assert f.n_units == 3 and f.verdict == "supported" and not f.notes
+    assert f.replicates == {"a": "1", "b": "1"}
+
+
 def test_ratio_over_seeds_without_predictions_is_a_student_t_interval(tmp_path, runs):
     path = write_claim(tmp_path / "claims", "time", """
         claim: "strong steps are faster"

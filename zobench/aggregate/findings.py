@@ -6,8 +6,13 @@ A claim names its source (paper, table or section, the claimed sentence), the *c
 Adding a claim is a file; this module never names a paper.
 
 Runs are paired into *units*: the rows of every cell that share the claim's ``match`` keys (default
-model, task, tuning, seed). Per cell and per (match keys but seed), the LR/eps grid point is chosen by
-its mean dev score, never test (``zobench.aggregate.select``). Effects, with v_c the value of cell c:
+model, task, tuning, seed, data_seed; ``seed`` and ``data_seed`` are the seed axes, and a ``match``
+naming ``seed`` pairs by (seed, data_seed)). Per cell and per (match keys but the seed axes), the LR/eps
+grid point is chosen by its mean dev score, never test (``zobench.aggregate.select``). Several runs of
+one cell in one unit that differ only in seed / data_seed (``match: [model, task]`` leaves every seed
+in one unit) are *replicates*: their values are averaged into the cell's value in that unit, and their
+predictions stacked as (seeds × examples). Runs of one cell in one unit that differ in a configuration
+key are resolved by the dev selection. Effects, with v_c the value of cell c (replicates averaged):
 
     difference   v_a − v_b
     contrast     Σ_c w_c v_c                       (a difference of differences: w = +1, −1, −1, +1)
@@ -56,7 +61,8 @@ TOP_KEYS = ("title", "claim", "source", "filters", "csv", "match", "select", "eq
 SOURCE_KEYS = ("paper", "where", "quote", "verbatim", "url")
 CELL_KEYS = ("label", "where", "value", "predictions", "diverged_as_zero_shot")
 EFFECT_KEYS = ("kind", "a", "b", "weights", "others", "side", "value", "x", "metric", "scale", "unit")
-DEFAULT_MATCH = ["model", "task", "tuning", "seed"]
+DEFAULT_MATCH = ["model", "task", "tuning", "seed", "data_seed"]
+SEED_AXES = ("seed", "data_seed")  # runs that differ only in these are replicates of one configuration
 N_BOOT, BOOT_SEED, LEVEL = 2000, 0, 0.95
 
 
@@ -190,6 +196,7 @@ class Finding:
     method: str = ""
     seeds: dict | None = None            # the interval over units, beside an example-level one
     cells: list[tuple[str, str, int]] = field(default_factory=list)  # (label, selector, runs)
+    replicates: dict[str, str] = field(default_factory=dict)  # cell label -> replicate runs per unit ("3", "2–3")
     protocol: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -383,14 +390,45 @@ def _slope_ratio(claim: Claim, rows: dict[str, pd.DataFrame], found: Finding) ->
     found.method = f"least-squares slopes of {col} against {x}; bootstrap over the {len(xs)} {x} points"
 
 
+def _match_keys(claim: Claim) -> list[str]:
+    """The claim's ``match`` keys; one naming ``seed`` pairs by (seed, data_seed), both seed axes."""
+    kind, x = claim.effect["kind"], claim.effect.get("x", "seq_len")
+    match = [k for k in claim.match if not (kind == "slope_ratio" and k == x)]
+    if "seed" in match and "data_seed" not in match:
+        match.insert(match.index("seed") + 1, "data_seed")
+    return match
+
+
+def _replicates(name: str, rows: pd.DataFrame, unit: dict, notes: list[str]) -> pd.DataFrame:
+    """The runs of cell ``name`` in one unit that are replicates: one configuration (the dev selection
+    resolves runs that differ in a configuration key), one run per (seed, data_seed)."""
+    if len(rows) > 1:
+        sel = select_by_dev(rows)
+        if sel.n_configs > 1:
+            notes.append(f"cell {name}: {sel.n_configs} configurations for {unit}; the dev selection kept "
+                         f"{sel.describe() or 'the first'}")
+        rows = sel.runs
+    axes = [k for k in SEED_AXES if k in rows.columns]
+    dup = rows.duplicated(subset=axes, keep="first") if axes else pd.Series(
+        [False] + [True] * (len(rows) - 1), index=rows.index)
+    if dup.any():
+        notes.append(f"cell {name}: several runs of one configuration and seed for {unit}; the first is used")
+    return rows[~dup]
+
+
+def _span(counts: list[int]) -> str:
+    lo, hi = min(counts), max(counts)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Finding:
     """The claim's effect, its 95% interval and a verdict; never raises for missing or partial cells."""
     runs_dir = Path(runs_dir)
     found = Finding(claim, "inconclusive")
     df = _frame(claim, runs, runs_dir, found.notes)
     kind, x = claim.effect["kind"], claim.effect.get("x", "seq_len")
-    match = [k for k in claim.match if not (kind == "slope_ratio" and k == x)]
-    group_keys = [k for k in match if k != "seed"] + ([x] if kind == "slope_ratio" else [])
+    match = _match_keys(claim)
+    group_keys = [k for k in match if k not in SEED_AXES] + ([x] if kind == "slope_ratio" else [])
     rows = {c: _cell_rows(claim, c, df, group_keys) for c in claim.cell_names()}
     found.cells = [(claim.cells[c].get("label", c), _show({**claim.filters, **(claim.cells[c].get("where") or {})}),
                     len(rows[c])) for c in rows]
@@ -402,20 +440,17 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
     if kind == "slope_ratio":
         _slope_ratio(claim, rows, found)
         return _finish(claim, found, _value_column(claim, {}))
-    # pair the cells into units
-    by_unit: dict[str, dict[tuple, pd.Series]] = {}
+    # pair the cells into units; the runs of one cell in one unit are its replicates (seeds)
+    by_unit: dict[str, dict[tuple, pd.DataFrame]] = {}
     for c, r in rows.items():
-        by_unit[c] = {}
-        for _, row in r.sort_values("run_dir" if "run_dir" in r else r.columns[0]).iterrows():
-            u = _unit(row, match)
-            if u in by_unit[c]:
-                found.notes.append(f"cell {c}: several runs for {dict(zip(match, u))}; the first is used "
-                                   f"(add the key that tells them apart to match)")
-                continue
-            by_unit[c][u] = row
+        r = r.sort_values("run_dir" if "run_dir" in r else r.columns[0])
+        keys = [_unit(row, match) for _, row in r.iterrows()]
+        by_unit[c] = {u: _replicates(c, r[[k == u for k in keys]], dict(zip(match, u)), found.notes)
+                      for u in dict.fromkeys(keys)}
     units = sorted(set.intersection(*(set(v) for v in by_unit.values())), key=str)
     for key in claim.equal:
-        kept = [u for u in units if len({str(by_unit[c][u].get(key)) for c in by_unit}) == 1]
+        kept = [u for u in units if len({str(v) for c in by_unit for v in
+                                         (by_unit[c][u][key] if key in by_unit[c][u] else [None])}) == 1]
         if len(kept) < len(units):
             found.notes.append(f"{len(units) - len(kept)} unit(s) left out: {key} differs between the cells")
         units = kept
@@ -424,19 +459,27 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
             f" with equal {', '.join(claim.equal)}" if claim.equal else "")
         return found
     columns = {c: _value_column(claim, claim.cells[c]) for c in by_unit}
-    values = {c: {u: _row_value(by_unit[c][u], columns[c], claim.cells[c]) for u in units} for c in by_unit}
-    units = [u for u in units if all(np.isfinite(values[c][u][0]) for c in values)]
+    # per (cell, unit): [(run, value, predictions file)] over the replicates with a value
+    values: dict[str, dict[tuple, list]] = {}
+    for c in by_unit:
+        values[c] = {}
+        for u in units:
+            reps = [(row, *_row_value(row, columns[c], claim.cells[c])) for _, row in by_unit[c][u].iterrows()]
+            values[c][u] = [r for r in reps if np.isfinite(r[1])]
+    units = [u for u in units if all(values[c][u] for c in values)]
     found.n_units = len(units)
     if not units:
         found.reason = "no unit has a value in every cell"
         return found
+    found.replicates = {claim.cells[c].get("label", c): _span([len(values[c][u]) for u in units]) for c in values}
     stat = _statistic(claim)
-    per_unit = [stat({c: values[c][u][0] for c in values}) for u in units]
+    per_unit = [stat({c: float(np.mean([v for _, v, _ in values[c][u]])) for c in values}) for u in units]
     seeds = seed_interval(per_unit, LEVEL)
     head = next(iter(columns.values()))
-    if not _example_level(claim, by_unit, values, units, runs_dir, stat, found):
+    if not _example_level(claim, values, units, runs_dir, stat, found):
         found.effect, found.lo, found.hi = seeds["mean"], seeds["lo"], seeds["hi"]
-        found.method = f"Student-t interval over {len(units)} unit(s) ({', '.join(match)})"
+        found.method = (f"Student-t interval over {len(units)} unit(s) ({', '.join(match)})"
+                        + (", replicate runs averaged in each" if _replicated(found) else ""))
         if seeds["lo"] is None:
             found.reason = "one unit: no interval (run more seeds)"
             found.lo = found.hi = math.nan
@@ -445,20 +488,32 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
     return _finish(claim, found, head)
 
 
-def _example_level(claim, by_unit, values, units, runs_dir, stat, found) -> bool:
-    """Effect and interval over eval examples, when every (cell, unit) left predictions on shared ids."""
-    preds, files = {}, {}
-    for c in by_unit:
+def _replicated(found: Finding) -> bool:
+    return any(n != "1" for n in found.replicates.values())
+
+
+def _example_level(claim, values, units, runs_dir, stat, found) -> bool:
+    """Effect and interval over eval examples, when every replicate of every (cell, unit) left predictions
+    on shared ids. A cell's replicates are stacked as rows (seeds × examples); each unit weighs the same."""
+    files: dict[tuple, list[dict]] = {}
+    for c in values:
         for u in units:
-            row, (_, fname) = by_unit[c][u], values[c][u]
-            if not fname or not bool(row.get("_from_dirs", False)):
+            recs_u = []
+            for row, _, fname in values[c][u]:
+                if not fname or not bool(row.get("_from_dirs", False)):
+                    return False
+                recs = _read_predictions(runs_dir / str(row["run_dir"]) / fname)
+                if recs is None:
+                    return False
+                recs_u.append(recs)
+            if len({frozenset(r) for r in recs_u}) > 1:
+                found.notes.append(f"cell {c}: its replicate runs for {u} were scored on different example ids: "
+                                   f"interval over units instead")
                 return False
-            recs = _read_predictions(runs_dir / str(row["run_dir"]) / fname)
-            if recs is None:
-                return False
-            files[(c, u)] = recs
-    first = next(iter(files.values()))
-    common = set.intersection(*(set(r) for r in files.values()))
+            files[(c, u)] = recs_u
+    every = [r for recs_u in files.values() for r in recs_u]
+    first = every[0]
+    common = set.intersection(*(set(r) for r in every))
     ids = [i for i in first if i in common]  # the eval set's own order
     if not ids:
         found.notes.append("predictions share no example id: interval over units instead")
@@ -466,9 +521,19 @@ def _example_level(claim, by_unit, values, units, runs_dir, stat, found) -> bool
     gold = np.asarray([first[i]["gold"] for i in ids])
     groups = [first[i].get("group") for i in ids]
     groups = groups if all(g is not None for g in groups) else None
-    for c in by_unit:
-        preds[c] = np.asarray([[files[(c, u)][i]["prediction"] for i in ids] for u in units])
-    metrics = {str(by_unit[c][u].get("metric")) for c in by_unit for u in units} - {"None", "nan"}
+    preds = {}
+    for c in values:
+        # each unit weighs the same whatever its number of replicates: unit u's rows repeat lcm / k_u times
+        counts = [len(files[(c, u)]) for u in units]
+        reps = math.lcm(*counts)
+        if reps * len(units) > 1000:
+            reps = 0
+            found.notes.append(f"cell {c}: replicate counts {counts} differ too much to weigh units equally; "
+                               f"every run weighs the same")
+        preds[c] = np.asarray([[recs[i]["prediction"] for i in ids]
+                               for u in units for recs in files[(c, u)]
+                               for _ in range(reps // len(files[(c, u)]) if reps else 1)])
+    metrics = {str(row.get("metric")) for c in values for u in units for row, _, _ in values[c][u]} - {"None", "nan"}
     metric = claim.effect.get("metric") or (metrics.pop() if len(metrics) == 1 else "accuracy")
     e = claim.effect
     if e["kind"] == "difference":
@@ -480,9 +545,11 @@ def _example_level(claim, by_unit, values, units, runs_dir, stat, found) -> bool
         found.effect = stat({c: metric_value(gold, p, metric) for c, p in preds.items()})
         found.lo, found.hi = _joint_bootstrap(gold, preds, stat, metric, groups)
         found.method = f"bootstrap over {len(ids)} eval examples resampled jointly in every cell"
-    found.method += f", {metric}, {len(units)} unit(s) averaged" + (", clustered by group" if groups else "")
+    found.method += (f", {metric}, {len(units)} unit(s) averaged"
+                     + (" (replicate runs stacked, correctness averaged per example)" if _replicated(found) else "")
+                     + (", clustered by group" if groups else ""))
     found.n_examples = len(ids)
-    if len(ids) < max(len(r) for r in files.values()):
+    if len(ids) < max(len(r) for r in every):
         found.notes.append(f"paired on the {len(ids)} example ids present in every predictions file")
     return True
 
@@ -523,12 +590,15 @@ def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_di
     lines = ["# Findings: the papers' claims against zobench's runs", "",
              f"Runs: `{runs_dir}` ({n_runs} run directories). Claims: `{claims_dir}` ({len(findings)}). "
              "Verdicts: *supported* when the 95% interval lies on the claimed side, *contradicted* when it lies "
-             "on the other side, *inconclusive* otherwise (at this scale) or when cells are missing.", "",
+             "on the other side, *inconclusive* otherwise (at this scale) or when cells are missing. "
+             "n: units (runs paired across the cells), with the replicate runs (seeds) per unit of each cell "
+             "where a cell has several, averaged.", "",
              "| claim | effect | 95% CI | n | verdict |", "|---|---:|---|---:|---|"]
     for f in findings:
         unit = _scale(f.claim, _value_column(f.claim, {}))[1]
+        reps = f" ({' / '.join(f.replicates.values())} runs per unit)" if _replicated(f) else ""
         lines.append(f"| [{f.claim.title}](#{f.claim.id}) | {_fmt(f.effect)} {unit} | [{_fmt(f.lo)}, {_fmt(f.hi)}] "
-                     f"| {f.n_units} | {f.verdict} |")
+                     f"| {f.n_units}{reps} | {f.verdict} |")
     for f in findings:
         c, src = f.claim, f.claim.source
         unit = _scale(c, _value_column(c, {}))[1]
@@ -540,10 +610,15 @@ def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_di
                   + (f" <{src['url']}>" if src.get("url") else ""), "",
                   f"**Tested as.** {c.effect['kind']} of {_value_column(c, {})}: {expectation_text(c, unit)} "
                   f"(`{c.path.name}`)", "", "**Cells.**", ""]
-        lines += [f"- {label}: {where} — {n} run(s)" for label, where, n in f.cells]
+        lines += [f"- {label}: {where} — {n} run(s)"
+                  + (f"; n = {f.replicates[label]} replicate run(s) per unit (seeds, averaged)"
+                     if label in f.replicates else "") for label, where, n in f.cells]
         why = f" ({f.reason})" if f.reason else ""
         lines += ["", f"**Measured.** {_fmt(f.effect)} {unit}, 95% CI [{_fmt(f.lo)}, {_fmt(f.hi)}]; "
-                  f"n = {f.n_units} unit(s)" + (f", {f.n_examples} eval examples" if f.n_examples else "")
+                  f"n = {f.n_units} unit(s)"
+                  + (" × " + ", ".join(f"{lab} {k}" for lab, k in f.replicates.items()) + " replicate run(s)"
+                     if _replicated(f) else "")
+                  + (f", {f.n_examples} eval examples" if f.n_examples else "")
                   + (f"; {f.method}" if f.method else "")]
         if f.seeds:
             lines.append(f"\nOver the {f.seeds['n']} units (Student t, no eval-set resampling): {_fmt(f.seeds['mean'])} [{_fmt(f.seeds['lo'])}, "

@@ -29,7 +29,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from zobench import CONF_DIR
-from zobench.aggregate.compare import Comparison, CompareSpec, compare_cells
+from zobench.aggregate.compare import SAME_RUNS, Comparison, CompareSpec, compare_cells
 from zobench.aggregate.load import STATUS_OK
 from zobench.aggregate.predictions import run_interval
 from zobench.aggregate.published import PublishedSpec, _row_index, lookup, protocol_differences
@@ -281,7 +281,7 @@ def build_tables(layout: Layout, runs: pd.DataFrame, published: pd.DataFrame | N
         problems = in_split[covered & in_split["status"].ne(STATUS_OK)] if "status" in in_split else in_split.iloc[:0]
         table = Table(layout, split, [r.label for r in rows], [c.label for c in cols], cells, problems,
                       compare=CompareSpec.from_dict(layout.compare, layout.name))
-        annotate_comparisons(table, rows)
+        annotate_comparisons(table, rows, runs)
         if published is not None and layout.published is not None:
             table.differences, table.sources = protocol_differences(table, published, layout.published)
         tables.append(table)
@@ -305,8 +305,9 @@ def _reference_rows(rows: list[Item], reference: str) -> dict[int, int] | None:
     return out
 
 
-def annotate_comparisons(table: Table, rows: list[Item]) -> None:
-    """Set each cell's ``comparison`` against the table's reference (zobench.aggregate.compare)."""
+def annotate_comparisons(table: Table, rows: list[Item], runs: pd.DataFrame | None = None) -> None:
+    """Set each cell's ``comparison`` against the table's reference (zobench.aggregate.compare). ``runs``:
+    every run, where a zero-shot reference finds the untuned model's own run when a cell's runs scored none."""
     spec = table.compare
     if not spec.enabled:
         return
@@ -319,7 +320,7 @@ def annotate_comparisons(table: Table, rows: list[Item]) -> None:
         if cell.selection is None or cell.selection.runs.empty:
             continue
         if zero_shot:
-            ref_runs, label = None, "zero-shot (the same runs' untuned model)"
+            ref_runs, label = None, SAME_RUNS
         else:
             k = ref_rows[i]
             ref = table.cells[(k, j)]
@@ -327,4 +328,4 @@ def annotate_comparisons(table: Table, rows: list[Item]) -> None:
                 continue
             ref_runs, label = ref.selection.runs, table.row_labels[k]
         cell.comparison = compare_cells(cell.selection.runs, ref_runs, cell.measure["value"], cell.measure["scale"],
-                                        spec, label)
+                                        spec, label, all_runs=runs if zero_shot else None)
