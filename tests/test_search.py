@@ -55,8 +55,11 @@ def test_a_recorded_choice_is_reused_and_from_reads_it(tmp_path):
     directory.mkdir(parents=True)
     chosen = [{"group": {"tuning": "prefix"}, "values": {"optimizer.lr": 0.01}}]
     search.write_record(directory, "cpu/zobench_sst2/zo_sgd_prefix", GRID, [], chosen)
-    assert search.recorded_choice(directory, GRID) == chosen
-    assert search.recorded_choice(directory, {**GRID, "steps": 300}) is None  # another search: run it
+    groups = [{"tuning": "prefix"}]
+    assert search.recorded_choice(directory, GRID, groups) == chosen
+    assert search.recorded_choice(directory, {**GRID, "steps": 300}, groups) is None  # another search: run it
+    assert search.recorded_choice(directory, {**GRID, "eval_every": 25}, groups) is None
+    assert search.recorded_choice(directory, GRID, [{"tuning": "lora"}]) is None  # the block's sweep changed
     overrides, missing = search.from_overrides(runs, {"from": "zobench_sst2/zo_sgd_prefix"})
     assert (overrides, missing) == (["optimizer.lr=0.01"], [])
     overrides, missing = search.from_overrides(runs, {"from": {"optimizer.zo_lr": "zobench_sst2/zo_sgd_prefix:optimizer.lr",

@@ -8,7 +8,8 @@ untuned model) in the run directory, one JSON object per example::
 ``scores`` are the mean log-probs of the candidates (the prediction is their argmax); ``id`` is the
 example's stable source id, the same whatever the sampling seed, so two runs scored on the same eval
 examples can be compared example by example (paired bootstrap, McNemar: zobench.stats).
-``group`` is the unit the interval resamples (a MultiRC question), null for i.i.d. examples.
+``group`` is the unit the interval resamples (a MultiRC paragraph: its questions and answers share a passage),
+null for i.i.d. examples.
 
 The interval of a test score is a percentile bootstrap over eval examples (clusters where a group is
 set): zobench.stats.bootstrap_ci, 2,000 resamples, seed 0.

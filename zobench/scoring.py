@@ -206,8 +206,8 @@ class Scorer:
         """The training loss over a whole set (dev), in batches of ``batch_size`` examples: the example mean for
         ``classification`` / −metric, the gold-token mean for ``lm`` (as one batch would give). MeZO's model
         selection reads this (HF Trainer's eval_loss, large_models/trainer.py via load_best_model_at_end)."""
-        if loss in NON_DIFFERENTIABLE:
-            return float(self.loss(examples, loss))
+        if loss in NON_DIFFERENTIABLE:  # −metric of the whole set's predictions, scored in batches
+            return -metrics(self.predict(examples, batch_size), examples)[loss]
         total = weight = 0.0
         for start in range(0, len(examples), batch_size):
             part = examples[start : start + batch_size]

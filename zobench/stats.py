@@ -5,7 +5,7 @@ Metrics (the same as ``zobench.scoring.metrics``): accuracy = mean 1[pred = gold
 candidate 1 as the positive class, F1 = 2·TP / (2·TP + FP + FN), and 0 when TP = 0.
 
 All example-level functions reduce a metric to per-*unit* sums, s_u = Σ_{i ∈ u} (counts of example i),
-where a unit u is one example, or with ``groups`` one cluster (a MultiRC question: its answers are
+where a unit u is one example, or with ``groups`` one cluster (a MultiRC paragraph: its answers are
 correlated and must be resampled together). Accuracy sums (correct, 1) and F1 sums (TP, FP, FN); the
 metric of any resample is a function of Σ_u w_u s_u with w_u the number of times unit u was drawn,
 so B resamples are one (B × U) @ (U × k) product.

@@ -50,6 +50,7 @@ CONFIG_FIELDS = {
     "direction_stream": "optimizer.direction_stream",
     "max_grad_norm": "optimizer.max_grad_norm",
     "train_mode": "optimizer.train_mode",
+    "zero_shot": "trainer.zero_shot",  # whether the run scored its untuned model first (not a seed axis)
     "data_seed": "data.seed",          # the training sample (MeZO's train_set_seed): a seed axis, like seed
     "eval_seed": "data.eval_seed",     # null: the eval set moves with data.seed (MeZO's training runs)
     "num_train": "data.num_train",
@@ -68,7 +69,7 @@ CONFIG_KEYS = ["model", "task", "tuning", "optimizer", "dtype", "template", "met
                "weight_decay", "schedule", "num_directions", "direction", "accumulation_steps", "one_sided", "sign",
                "block_level", "block_restrict", "block_immediate", "block_seed", "sparsity", "sparsity_group", "sparsity_rule",
                "direction_stream", "max_grad_norm", "train_mode", "resample_every", "zo_layers", "zo_lr",
-               "pad_to_length", "steps_budget", "batch_size", "max_length",
+               "pad_to_length", "steps_budget", "batch_size", "max_length", "zero_shot",
                "num_train", "num_dev", "num_eval"]
 
 STATUS_OK = "completed"

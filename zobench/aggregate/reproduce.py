@@ -33,8 +33,10 @@ from zobench.aggregate.search import sources as search_sources
 GROUPS = ("model", "task", "tuning", "optimizer")
 LAYOUT_ORDER = ("mezo_opt13b", "zobench_sst2", "copa_winogrande_opt13b", "memory_time")
 
-# -- CPU cost model: SmolLM2-135M, fp32. Timed with torch on 1 thread (process time) on this
-# workplace's shared 2-core machine while other jobs ran, so the estimates lean long.
+# -- CPU cost model: SmolLM2-135M, fp32, 2 idle cores. Constants timed with torch on 1 thread, then checked
+# against idle 2-core runs of the study's settings (make demo, batch 16 on SST-2: ZO-SGD prefix step 1.45 s
+# measured / 1.46 s modelled; FO-Adam LoRA step 1.84 s / 1.92 s; 200 eval examples ~14 s / 14 s). The plan
+# sets each finished cell's wall time beside its estimate, and scales what is left by the pace measured.
 FWD_OVERHEAD_S = 0.08          # one forward call, whatever its size
 FWD_S_PER_TOKEN = 0.0031       # per token of a padded batch (8 x 16 tokens: 0.50 s; 8 x 384: 9.7 s)
 ZO_SWEEP_FULL_S = 1.03         # one seeded pass of N(0, 1) over all 135M parameters (3 per ZO-SGD step)
@@ -43,7 +45,11 @@ THREAD_SPEEDUP = 1.6           # 2 threads against 1
 JOB_OVERHEAD_S = 4.0           # per cell in a multirun: load weights, sample data
 PROCESS_START_S = 15.0         # per block: python, torch, transformers, hydra
 TOKENS = {"sst2": 17, "copa": 14, "winogrande": 23, "multirc": 387}  # mean tokens of a gold sequence
-PAIRS = {"sst2": 2, "copa": 2, "winogrande": 2, "multirc": 2}        # candidates per example
+# eval rows per example, calibrated: short SST-2 rows cost about two of the model's rows; MultiRC's Yes/No share one
+# long row holding the passage
+PAIRS = {"sst2": 2, "copa": 2, "winogrande": 2, "multirc": 1}
+LAYERS = {"smollm2-135m": 30}  # decoder layers: block-wise ZO probes 2B times a step (B: a block per trained layer)
+VIRTUAL_TOKENS = {"prefix": 5, "prompt": 10}  # positions prefix / prompt tuning add to every training sequence
 EVAL_PAIRS_PER_BATCH = 32
 # forward-pass equivalents and parameter sweeps per step, per optimizer (zo_sgd: 2 forwards, perturb
 # +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
@@ -68,6 +74,8 @@ class Block:
     search: dict | None = None     # the dev-only learning-rate search (zobench.aggregate.search), or {"from": ...}
     search_jobs: list[dict] = field(default_factory=list)  # its cells (seed 0, trainer.test=false)
     protocol: str = ""             # loss, metric, max length, selection rule, variant (printed by the plan)
+    estimates: list = field(default_factory=list)  # (kind: main | search, job, estimated seconds) per cell
+    done: dict = field(default_factory=dict)  # kind -> (cells finished, measured wall seconds, their estimate)
 
     @property
     def layout(self) -> str:
@@ -174,8 +182,11 @@ def _fwd_s(tokens: float) -> float:
 def cpu_seconds(s: dict) -> float:
     """Wall-clock seconds of one SmolLM2-135M cell on 2 cores (the cost model above)."""
     tokens = min(TOKENS.get(s["task"], 64) * (1 + s.get("demonstrations", 0)), s["max_length"])
-    fwd, full = _fwd_s(s["batch"] * tokens), s["tuning"] == "full"
+    fwd, full = _fwd_s(s["batch"] * (tokens + VIRTUAL_TOKENS.get(s["tuning"], 0))), s["tuning"] == "full"
     fwds, sweeps = STEP_COST.get(s["optimizer"], (2, 3))
+    if s["optimizer"] in ("zo_sgd_block", "zo_sgd_block_baseline"):  # level=layer: a block per layer (+2 in full)
+        blocks = LAYERS.get(s["model"], 30) + (2 if full else 0)
+        fwds, sweeps = 2 * blocks, 3
     if s["family"] == "fo":
         step = fwds * fwd + (FO_UPDATE_FULL_S if full else 0.3)
     else:
@@ -214,7 +225,9 @@ def estimate(block: Block, scale: str) -> Block:
         if s["protocol"] not in block.protocol.split("\n      "):
             block.protocol = f"{block.protocol}\n      {s['protocol']}" if block.protocol else s["protocol"]
         if scale == "cpu":
-            block.seconds += cpu_seconds(s)
+            seconds = cpu_seconds(s)
+            block.seconds += seconds
+            block.estimates.append(("search" if extra else "main", job, seconds))
         else:
             g = gpu_seconds(s)
             if g is None:
@@ -225,6 +238,47 @@ def estimate(block: Block, scale: str) -> Block:
     if scale == "cpu" and block.jobs:
         block.seconds += PROCESS_START_S * (1 + bool(block.search_jobs))
     return block
+
+
+IDENTITY = {"task": "task", "tuning": "tuning", "optimizer": "optimizer", "dtype": "dtype", "seed": "seed",
+            "task.template": "template", "optimizer.lr": "lr"}  # job key -> summary key, to find a cell's job
+
+
+def _job_of(summary: dict, estimates: list, kind: str):
+    """The planned cell a finished summary belongs to (its sweep values agree), with its estimate."""
+    for k, job, seconds in estimates:
+        if k == kind and all(str(summary.get(IDENTITY[key])) == str(value) if not isinstance(value, float)
+                             else math.isclose(float(summary.get(IDENTITY[key]) or math.nan), value, rel_tol=1e-9)
+                             for key, value in job.items() if key in IDENTITY):
+            return seconds
+    return None
+
+
+def measure_done(blocks: list[Block], runs_dir: Path) -> None:
+    """What each block has already run: its finished cells (any status but interrupted), their measured wall
+    time and the estimate of the same cells, read from the summaries under ``runs_dir`` and its search folder."""
+    import json
+
+    from zobench.aggregate import search
+
+    for b in blocks:
+        dirs = {"main": runs_dir / b.name.split("/", 1)[1], "search": search.block_dir(runs_dir, b.name)}
+        for kind, directory in dirs.items():
+            n, wall, est = 0, 0.0, 0.0
+            for path in sorted(directory.rglob("summary.json")) if directory.is_dir() else []:
+                try:
+                    summary = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                seconds = _job_of(summary, b.estimates, kind)
+                if summary.get("status") in ("completed", "diverged", "failed") and summary.get("wall_time_s") and seconds:
+                    n, wall, est = n + 1, wall + float(summary["wall_time_s"]), est + seconds
+            if n:
+                b.done[kind] = (n, wall, est)
+
+
+def _remaining(b: Block) -> float:
+    return max(b.seconds - sum(est for _, _, est in b.done.values()), 0.0)
 
 
 def _hms(seconds: float) -> str:
@@ -242,12 +296,23 @@ def print_plan(blocks: list[Block], scale: str) -> float:
         print(f"  {b.name:48s} {len(b.jobs):4d} cells{searched:>11s}  ~{_hms(b.seconds):>9s}{extra}")
         if b.protocol:
             print(f"      {b.protocol}")
+        for kind, (n, wall, est) in sorted(b.done.items()):
+            cells = sum(1 for k, _, _ in b.estimates if k == kind)
+            print(f"      done: {n}/{cells} {kind} cells, measured {_hms(wall)} against an estimate of {_hms(est)} "
+                  f"(x{wall / est:.2f})")
         if b.search and "from" in b.search:
             print(f"      learning rate: the dev search of {', '.join(search_sources(b.search))}")
         elif b.search:
             print(f"      learning rate: dev-only search over {b.search['grid']} ({b.search['steps']} steps, seed 0)")
         for group, missing in b.skipped.items():
             print(f"      left out, no conf/{group}/<name>.yaml yet: {group}={','.join(missing)}")
+    if scale == "cpu" and any(b.done for b in blocks):
+        n_done = sum(n for b in blocks for n, _, _ in b.done.values())
+        wall = sum(w for b in blocks for _, w, _ in b.done.values())
+        est = sum(e for b in blocks for _, _, e in b.done.values())
+        print(f"  finished so far: {n_done} cells in {_hms(wall)}, against an estimate of {_hms(est)} for them "
+              f"(x{wall / est:.2f}); left: ~{_hms(sum(_remaining(b) for b in blocks))} on idle cores, "
+              f"~{_hms(sum(_remaining(b) for b in blocks) * wall / est)} at the pace measured so far")
     if scale == "cpu":
         print(f"  estimated total: ~{_hms(total)} on 2 idle CPU cores (cost model in zobench/aggregate/reproduce.py; other jobs on the machine make it longer)")
     else:
@@ -291,13 +356,13 @@ def run_search(block: Block, runs_dir: Path, data_dir: str | None, extra: list[s
 
     s = block.search
     directory = search.block_dir(runs_dir, block.name)
-    done = search.recorded_choice(directory, s)
-    if done is not None:  # searched before (maybe on another machine): the choice stands; delete search.json to redo
-        print(f"[reproduce-tables] search of {block.name}: reusing {directory / 'search.json'}", flush=True)
-        return done
     groups = [k for k in block.search_jobs[0] if k != "seed" and k not in s["grid"]]
     grid_sweeps = [f"{k}={','.join(map(str, v))}" for k, v in s["grid"].items()]
     group_values = sorted({tuple(job[k] for k in groups) for job in block.search_jobs}, key=str)
+    done = search.recorded_choice(directory, s, [dict(zip(groups, values)) for values in group_values])
+    if done is not None:  # searched before (maybe on another machine): the choice stands; delete search.json to redo
+        print(f"[reproduce-tables] search of {block.name}: reusing {directory / 'search.json'}", flush=True)
+        return done
     code = 0
     for values in group_values:
         fixed = [f"{k}={v}" for k, v in zip(groups, values)]
@@ -370,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in block_names(args.scale)
              if not args.only or any(n.split("/", 1)[1] == o or n.split("/")[1] == o for o in args.only)]
     blocks = [estimate(plan_block(n, args.overrides), args.scale) for n in names]
+    measure_done(blocks, runs_dir)
     print_plan(blocks, args.scale)
     if args.dry_run:
         return 0

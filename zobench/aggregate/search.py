@@ -145,16 +145,21 @@ def write_record(directory: Path, block_name: str, s: dict, rows: list[dict], ch
     return path
 
 
-def recorded_choice(directory: Path, s: dict) -> list[dict] | None:
-    """The choice a finished search recorded (same grid and steps), or None: then the search runs (or resumes)."""
+def recorded_choice(directory: Path, s: dict, groups: list[dict]) -> list[dict] | None:
+    """The choice a finished search recorded, or None (then the search runs, or resumes): only when it searched
+    the same grid with the same steps and dev period, and chose for exactly the block's ``groups`` (the
+    combinations of its other sweep values)."""
     path = directory / "search.json"
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same = record.get("grid") == s["grid"] and record.get("steps") == s["steps"]
+    same = all(record.get(k) == s[k] for k in ("grid", "steps", "eval_every"))
     chosen = record.get("chosen") or []
-    return chosen if same and chosen and all(c.get("values") is not None for c in chosen) else None
+    recorded = [c.get("group") for c in chosen]
+    same_groups = len(recorded) == len(groups) and all(
+        any(r is not None and set(r) == set(g) and all(_same(r[k], g[k]) for k in g) for r in recorded) for g in groups)
+    return chosen if same and same_groups and all(c.get("values") is not None for c in chosen) else None
 
 
 def read_choice(runs_dir: Path, source: str, key: str | None = None) -> Any:
