@@ -171,6 +171,7 @@ def _protocol(cfg) -> str:
     """What produced a block's numbers: loss, metric, max length, selection rule, variant (the plan prints it)."""
     variant = cfg.optimizer.get("variant") or "paper"
     sign = f", sign={cfg.optimizer.sign}" if cfg.optimizer.get("sign") else ""
+    sign += " dropout=on (train mode)" if cfg.optimizer.get("train_mode") else ""
     return (f"loss={cfg.trainer.loss} metric={cfg.task.metric} max_length={cfg.trainer.max_length} "
             f"selection={cfg.trainer.get('selection', 'dev_metric')} variant={variant}{sign} dtype={cfg.dtype}")
 
