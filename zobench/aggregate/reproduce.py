@@ -12,7 +12,7 @@ is printed:
   scaled by batch size and by forward passes per step; evaluation is not counted. It refuses
   to start without CUDA unless ``--force``.
 * ``cpu``: SmolLM2-135M on 2 CPU cores, from a cost model timed on this project's machines
-  (constants below, measured with one thread and scaled to two).
+  (``zobench.aggregate.cost``, measured with one thread and scaled to two).
 """
 from __future__ import annotations
 
@@ -28,38 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zobench import CONF_DIR, ROOT
+from zobench.aggregate.cost import (EVAL_PAIRS_PER_BATCH, FO_UPDATE_FULL_S, FWD_OVERHEAD_S,  # noqa: F401
+                                    FWD_S_PER_TOKEN, GPU_STEP_S, JOB_OVERHEAD_S, LAYERS, PAIRS, PROCESS_START_S,
+                                    STEP_COST, THREAD_SPEEDUP, TOKENS, VIRTUAL_TOKENS, ZO_SWEEP_FULL_S, _fwd_s,
+                                    cpu_seconds, gpu_seconds)  # the cost model, re-exported
 from zobench.aggregate.search import sources as search_sources
 
 GROUPS = ("model", "task", "tuning", "optimizer")
 LAYOUT_ORDER = ("mezo_opt13b", "zobench_sst2", "copa_winogrande_opt13b", "memory_time")
-
-# -- CPU cost model: SmolLM2-135M, fp32, 2 idle cores. Constants timed with torch on 1 thread, then checked
-# against idle 2-core runs of the study's settings (make demo, batch 16 on SST-2: ZO-SGD prefix step 1.45 s
-# measured / 1.46 s modelled; FO-Adam LoRA step 1.84 s / 1.92 s; 200 eval examples ~14 s / 14 s). The plan
-# sets each finished cell's wall time beside its estimate, and scales what is left by the pace measured.
-FWD_OVERHEAD_S = 0.08          # one forward call, whatever its size
-FWD_S_PER_TOKEN = 0.0031       # per token of a padded batch (8 x 16 tokens: 0.50 s; 8 x 384: 9.7 s)
-ZO_SWEEP_FULL_S = 1.03         # one seeded pass of N(0, 1) over all 135M parameters (3 per ZO-SGD step)
-FO_UPDATE_FULL_S = 4.0         # backward bookkeeping + AdamW/SGD update of 135M parameters
-THREAD_SPEEDUP = 1.6           # 2 threads against 1
-JOB_OVERHEAD_S = 4.0           # per cell in a multirun: load weights, sample data
-PROCESS_START_S = 15.0         # per block: python, torch, transformers, hydra
-TOKENS = {"sst2": 17, "copa": 14, "winogrande": 23, "multirc": 387}  # mean tokens of a gold sequence
-# eval rows per example, calibrated: short SST-2 rows cost about two of the model's rows; MultiRC's Yes/No share one
-# long row holding the passage
-PAIRS = {"sst2": 2, "copa": 2, "winogrande": 2, "multirc": 1}
-LAYERS = {"smollm2-135m": 30}  # decoder layers: block-wise ZO probes 2B times a step (B: a block per trained layer)
-VIRTUAL_TOKENS = {"prefix": 5, "prompt": 10}  # positions prefix / prompt tuning add to every training sequence
-EVAL_PAIRS_PER_BATCH = 32
-# forward-pass equivalents and parameter sweeps per step, per optimizer (zo_sgd: 2 forwards, perturb
-# +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
-STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_adam": (2, 5),
-             "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (4, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0)}
-
-# -- GPU: seconds per training step from MeZO Table 23 (MultiRC, A100-80GB), batch in brackets,
-# and the GPUs it took. conf/published/mezo2023_memory_time.csv holds the same numbers with sources.
-GPU_STEP_S = {("opt-13b", "zo"): (2.702, 16, 1), ("opt-13b", "fo"): (13.638, 8, 4),
-              ("opt-1.3b", "zo"): (0.815, 16, 1), ("opt-1.3b", "fo"): (0.784, 8, 1)}
 
 
 @dataclass
@@ -176,44 +152,6 @@ def _protocol(cfg) -> str:
             f"selection={cfg.trainer.get('selection', 'dev_metric')} variant={variant}{sign} dtype={cfg.dtype}")
 
 
-def _fwd_s(tokens: float) -> float:
-    return FWD_OVERHEAD_S + FWD_S_PER_TOKEN * tokens
-
-
-def cpu_seconds(s: dict) -> float:
-    """Wall-clock seconds of one SmolLM2-135M cell on 2 cores (the cost model above)."""
-    tokens = min(TOKENS.get(s["task"], 64) * (1 + s.get("demonstrations", 0)), s["max_length"])
-    fwd, full = _fwd_s(s["batch"] * (tokens + VIRTUAL_TOKENS.get(s["tuning"], 0))), s["tuning"] == "full"
-    fwds, sweeps = STEP_COST.get(s["optimizer"], (2, 3))
-    if s["optimizer"] in ("zo_sgd_block", "zo_sgd_block_baseline"):  # level=layer: a block per layer (+2 in full)
-        blocks = LAYERS.get(s["model"], 30) + (2 if full else 0)
-        fwds, sweeps = 2 * blocks, 3
-    if s["family"] == "fo":
-        step = fwds * fwd + (FO_UPDATE_FULL_S if full else 0.3)
-    else:
-        step = fwds * fwd + sweeps * (ZO_SWEEP_FULL_S if full else 0.02)
-    pair = _fwd_s(EVAL_PAIRS_PER_BATCH * tokens) / EVAL_PAIRS_PER_BATCH
-    pairs = PAIRS.get(s["task"], 2)
-    steps = s["steps"] if s["tuning"] != "icl" else 0
-    dev_evals = math.ceil(steps / s["eval_every"]) if steps else 0
-    evals = s["num_eval"] * ((s["zero_shot"] and steps > 0) + s.get("test", True))
-    cpu = steps * step + (dev_evals * s["num_dev"] + evals) * pairs * pair
-    return cpu / THREAD_SPEEDUP + JOB_OVERHEAD_S
-
-
-def gpu_seconds(s: dict) -> tuple[float, float] | None:
-    """(wall seconds, GPU-hours) of the training steps of one cell, from MeZO Table 23; None if unknown."""
-    family = "fo" if s["family"] == "fo" else "zo"
-    known = GPU_STEP_S.get((s["model"], family))
-    if known is None or s["tuning"] == "icl":
-        return None if known is None else (0.0, 0.0)
-    per_step, batch, gpus = known
-    fwds = STEP_COST.get(s["optimizer"], (2, 3))[0]
-    scale = (s["batch"] / batch) * (fwds / (3 if family == "fo" else 2))
-    wall = s["steps"] * per_step * scale
-    return wall, wall * gpus / 3600
-
-
 def estimate(block: Block, scale: str) -> Block:
     cache: dict = {}
     from zobench.aggregate import search
@@ -315,7 +253,7 @@ def print_plan(blocks: list[Block], scale: str) -> float:
               f"(x{wall / est:.2f}); left: ~{_hms(sum(_remaining(b) for b in blocks))} on idle cores, "
               f"~{_hms(sum(_remaining(b) for b in blocks) * wall / est)} at the pace measured so far")
     if scale == "cpu":
-        print(f"  estimated total: ~{_hms(total)} on 2 idle CPU cores (cost model in zobench/aggregate/reproduce.py; other jobs on the machine make it longer)")
+        print(f"  estimated total: ~{_hms(total)} on 2 idle CPU cores (cost model in zobench/aggregate/cost.py; other jobs on the machine make it longer)")
     else:
         gpu_h = sum(b.gpu_hours for b in blocks)
         print(f"  estimated total: ~{total / 3600:.0f} h of training steps run one after another, "
