@@ -14,6 +14,10 @@
                   accuracy vs compute, memory vs sequence length (PNG + PDF)
     cli.py        ``zobench-aggregate RUNS_DIR [--table NAME ...] [--out DIR]``
     reproduce.py  ``make reproduce-tables``: run the paper grids (conf/experiment/), then aggregate
+    cost.py       the plan's cost model: seconds of a cell on 2 CPU cores, or on GPUs from MeZO Table 23
+    findings.py   ``make findings``: the claims of conf/claims/ evaluated on runs into FINDINGS.md;
+                  claims.py reads them, findings_effect.py / findings_intervals.py / findings_render.py
+                  hold the effect and verdict, the example-level intervals and the Markdown
 
 In a notebook::
 
