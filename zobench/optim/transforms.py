@@ -113,14 +113,17 @@ class Adam(Transform):
         g32 = g.to(m.dtype)
         m.mul_(self.b1).add_(g32, alpha=1 - self.b1)
         v.mul_(self.b2).addcmul_(g32, g32, value=1 - self.b2)
+        return self._direction(m, v).to(g.dtype)
+
+    def _direction(self, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         denom = (v / (1 - self.b2 ** self.t)).sqrt_().add_(self.eps)
-        return (m / (1 - self.b1 ** self.t)).div_(denom).to(g.dtype)
+        return (m / (1 - self.b1 ** self.t)).div_(denom)
 
     def state_tensors(self):
         return self.m + self.v
 
 
-class HFAdam(Transform):
+class HFAdam(Adam):
     """Adam as HF Trainer's default optimizer computes it: ``transformers.optimization.AdamW`` (transformers
     4.28.1, ``TrainingArguments.optim="adamw_hf"``, defaults β = (0.9, 0.999), ε = 1e-8), ``step``:
 
@@ -133,31 +136,9 @@ class HFAdam(Transform):
     ``inner_optimizer``). State: two copies of θ (fp32 in half-precision runs; HF keeps θ's dtype).
     """
 
-    stateful = True
-
-    def __init__(self, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
-        self.b1, self.b2, self.eps = b1, b2, eps
-        self.m: list[torch.Tensor] = []
-        self.v: list[torch.Tensor] = []
-        self.t = 0
-
-    def init(self, params):
-        self.m = [_state_like(p) for p in params]
-        self.v = [_state_like(p) for p in params]
-
-    def begin_step(self):
-        self.t += 1
-
-    def apply(self, i, g, p, sl=slice(None)):
-        m, v = self.m[i].view(-1)[sl], self.v[i].view(-1)[sl]
-        g32 = g.to(m.dtype)
-        m.mul_(self.b1).add_(g32, alpha=1 - self.b1)
-        v.mul_(self.b2).addcmul_(g32, g32, value=1 - self.b2)
+    def _direction(self, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # the moments as Adam's; ε before correction
         scale = math.sqrt(1 - self.b2 ** self.t) / (1 - self.b1 ** self.t)
-        return torch.div(m, v.sqrt().add_(self.eps)).mul_(scale).to(g.dtype)
-
-    def state_tensors(self):
-        return self.m + self.v
+        return torch.div(m, v.sqrt().add_(self.eps)).mul_(scale)
 
 
 VARIANTS = ("paper", "zobench_code")
