@@ -34,7 +34,15 @@ def records(path: Path):
 
 
 def read_run(path: Path) -> dict:
-    """{"history": [...], "summary": {...}, "config": {...}, "tags": [...], "group": str, "name": str}."""
+    """{"history": [...], "summary": {...}, "config": {...}, "tags": [...], "group": str, "name": str}.
+
+    ``run.finish()`` can return before W&B's service has written the offline file (one try in three
+    left only its 7-byte header here); ``wandb.teardown()`` waits for the service to flush and stop,
+    as the interpreter's exit does for a user's process.
+    """
+    import wandb
+
+    wandb.teardown()
     out = {"history": [], "summary": {}, "config": {}, "tags": [], "group": None, "name": None}
     for rec in records(path):
         kind = rec.WhichOneof("record_type")
