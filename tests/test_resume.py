@@ -73,16 +73,57 @@ def test_a_cell_computed_by_older_code_is_computed_again(native, tmp_path, monke
     assert "skipped" not in again and again["cell_key"] != first["cell_key"]
 
 
-def test_a_checkpoint_of_another_config_is_not_resumed(native, tmp_path, monkeypatch):
+def test_a_checkpoint_of_another_config_is_neither_resumed_nor_overwritten(native, tmp_path, monkeypatch):
     cfg = compose_cfg(*SMALL, f"data.dir={native}", *RESUMABLE)
     with monkeypatch.context() as m:
         stop_after(m, 2)
         assert run_cell(cfg, tmp_path / "run")["status"] == "interrupted"
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     other = compose_cfg(*SMALL, f"data.dir={native}", *RESUMABLE, "optimizer.lr=3e-6")
     summary = run_cell(other, tmp_path / "run")
-    assert summary["status"] == "completed" and summary["steps"] == 6
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len([r for r in rows if "loss" in r]) >= 6
+    assert summary["status"] == "failed" and summary["refused"]
+    assert "another configuration" in summary["error"] and "interrupted" in summary["error"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+    resumed = run_cell(cfg, tmp_path / "run")  # the folder's own cell still resumes
+    assert resumed["status"] == "completed" and resumed["steps"] == 6
+
+
+def test_a_completed_cell_is_not_replaced_by_another_config(native, tmp_path):
+    """Issue 14.7: the same folder (sweep_name) with another data.dir recomputed and mixed metrics.jsonl."""
+    import shutil
+
+    first = run_cell(compose_cfg(*SMALL, f"data.dir={native}"), tmp_path / "run")
+    other_data = tmp_path / "copy"
+    shutil.copytree(native, other_data)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = run_cell(compose_cfg(*SMALL, f"data.dir={other_data}"), tmp_path / "run")
+    assert again["status"] == "failed" and again["refused"] and "completed run" in again["error"]
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["cell_key"] == first["cell_key"]
+
+
+def test_a_fresh_start_starts_metrics_empty(native, tmp_path):
+    """A failed attempt's rows never mix with the next attempt's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 99.0}\n{"step": 2, "loss": 98.0}\n')
+    summary = run_cell(compose_cfg(*SMALL, f"data.dir={native}"), run)
+    assert summary["status"] == "completed"
+    losses = [json.loads(line).get("loss") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 99.0 not in losses and 98.0 not in losses
+
+
+def test_search_bookkeeping_keys_are_not_part_of_a_cell():
+    """Widening a reproduction block's search grid re-ran its finished search cells (their key held the grid)."""
+    from omegaconf import OmegaConf
+
+    from zobench.checkpoint import cell_key
+
+    cfg = compose_cfg(*SMALL)
+    OmegaConf.set_struct(cfg, False)
+    extra = OmegaConf.merge(cfg, {"search": {"grid": {"optimizer.lr": [1, 2]}}, "per_task": {"copa": 1}})
+    assert cell_key(extra) == cell_key(cfg)
+    assert cell_key(OmegaConf.merge(cfg, {"data": {"num_train": 7}})) != cell_key(cfg)
 
 
 def test_torn_checkpoint_write_leaves_the_previous_one(native, tmp_path, monkeypatch):

@@ -1,7 +1,10 @@
 """Checkpoint and resume: a killed run picks up where its last checkpoint left it.
 
-A cell is identified by ``cell_key``: a hash of its resolved config, without the keys that
-do not change results (where files go, logging, checkpoint cadence), and of RESULTS_VERSION. A run directory that
+A cell is identified by ``cell_key``: a hash of the parts of its resolved config that decide what it
+computes (CELL_GROUPS, without the VOLATILE keys: where files go, logging, checkpoint cadence), and of
+RESULTS_VERSION. Keys an experiment adds at the top level for its own bookkeeping (a reproduction
+block's ``search`` grid, its ``per_task`` sizes) are not part of a cell: widening a block's search
+grid must not make its finished cells look like other cells. A run directory that
 already holds a ``completed`` summary for the same key is skipped; one that holds a
 checkpoint for the same key resumes from it.
 
@@ -35,19 +38,18 @@ from zobench.record import write_atomic
 # block-wise ZO's immediate updates by default.
 RESULTS_VERSION = 3
 
-# Keys that change where results go or how they are logged, not what they are.
-VOLATILE = ("hydra", "paths", "logger", "sweep_name", "trainer.log_every", "trainer.checkpoint_every",
-            "trainer.resume", "trainer.save_trainable")
+# The config groups and keys that decide what a cell computes; everything else is bookkeeping.
+CELL_GROUPS = ("model", "task", "tuning", "optimizer", "trainer", "data", "seed", "device", "dtype")
+# Keys inside those groups that change where results go or how they are logged, not what they are.
+VOLATILE = ("trainer.log_every", "trainer.checkpoint_every", "trainer.resume", "trainer.save_trainable")
 
 
 def cell_key(cfg) -> str:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in CELL_GROUPS}
     for dotted in VOLATILE:
-        node, *rest = dotted.split(".")
-        if rest and isinstance(resolved.get(node), dict):
-            resolved[node].pop(rest[0], None)
-        elif not rest:
-            resolved.pop(node, None)
+        node, leaf = dotted.split(".")
+        if isinstance(resolved.get(node), dict):
+            resolved[node].pop(leaf, None)
     resolved["_results_version"] = RESULTS_VERSION
     text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

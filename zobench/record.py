@@ -71,6 +71,12 @@ class RunRecorder:
         for logger in self.loggers:
             logger.log(row)
 
+    def reset(self) -> None:
+        """Start metrics.jsonl empty (a run that does not resume owns the whole stream)."""
+        self._metrics.close()
+        write_atomic(self.run_dir / "metrics.jsonl", "")
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a")
+
     def truncate_after(self, step: int) -> None:
         """Drop metric rows past ``step`` (a resumed run redoes them), and any torn last line."""
         self._metrics.close()

@@ -59,6 +59,12 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, run_name: str | None = None,
     if done is not None:
         log.info("skipped: %s already holds a completed run of this cell", run_dir)
         return {**done, "skipped": True}
+    other = _other_cell(run_dir, key)
+    if other is not None:  # refused before anything is written: the folder's results stay as they are
+        message = (f"{run_dir} holds {other} of another configuration (cell_key {key} here): a folder holds one "
+                   "cell's results. Use another sweep_name (or hydra.run.dir), or delete that folder to recompute it.")
+        log.error("run refused: %s", message)
+        return {"status": "failed", "error": f"OccupiedRunDir: {message}", "refused": True, "cell_key": key}
     loggers = _loggers(cfg, run_dir, run_name, group)
     recorder = RunRecorder(run_dir, loggers)
     summary: dict[str, Any] = {"status": "failed", "error": None}
@@ -95,6 +101,38 @@ def _completed_summary(run_dir: Path, key: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return summary if summary.get("status") == "completed" and summary.get("cell_key") == key else None
+
+
+def _other_cell(run_dir: Path, key: str) -> str | None:
+    """What of another cell's results ``run_dir`` holds (a finished or interrupted summary, a checkpoint), or None.
+
+    A failed attempt of another config is not kept: it is a record of an error, and the folder is re-run.
+    Nor is a run of the same config by older code (its config.yaml gives this cell_key today: only
+    RESULTS_VERSION moved), which is computed again, as a version bump means.
+    """
+    import json
+
+    from omegaconf import OmegaConf
+
+    from zobench.checkpoint import cell_key
+
+    try:
+        if cell_key(OmegaConf.load(run_dir / "config.yaml")) == key:
+            return None
+    except Exception:  # noqa: BLE001 - absent or unreadable: judge by the records below
+        pass
+
+    for name, what in (("summary.json", "a {status} run"), ("checkpoint.json", "the checkpoint")):
+        try:
+            record = json.loads((run_dir / name).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            continue  # unreadable: nothing usable to protect (a torn write is caught where it is read)
+        other = record.get("cell_key")
+        if other and other != key and (name == "checkpoint.json" or record.get("status") != "failed"):
+            return what.format(status=record.get("status")) + f" (cell_key {other})"
+    return None
 
 
 def _loggers(cfg, run_dir: Path, run_name: str | None, group: str | None) -> list:

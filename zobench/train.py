@@ -162,7 +162,9 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         out.update(resume["out"])
         recorder.truncate_after(resume["step"])  # rows logged after the checkpoint are redone
         log.info("resuming from the checkpoint of step %d", resume["step"])
-    elif tr.zero_shot:
+    else:
+        recorder.reset()  # a fresh start: rows of an earlier attempt are never mixed with this run's
+    if resume is None and tr.zero_shot:
         zs = evaluate(scorer, data.eval, tr.eval_batch_size)
         zs.write(run_dir / ZERO_SHOT_PREDICTIONS)
         out.update(summary_fields("zero_shot", zs, metric))
