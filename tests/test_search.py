@@ -67,6 +67,28 @@ def test_a_recorded_choice_is_reused_and_from_reads_it(tmp_path):
     assert overrides == ["optimizer.zo_lr=0.01"] and missing == ["zobench_sst2/fo_sgd_lora"]
 
 
+def test_a_choice_at_the_grid_edge_is_flagged_in_findings(tmp_path):
+    assert search.at_edge(GRID["grid"], {"optimizer.lr": 0.03}) == ["optimizer.lr"]
+    assert search.at_edge(GRID["grid"], {"optimizer.lr": 0.003}) == ["optimizer.lr"]
+    assert search.at_edge(GRID["grid"], {"optimizer.lr": 0.01}) == []
+    assert search.at_edge({"optimizer.lr": [1e-5, 1e-4]}, {"optimizer.lr": 1e-4}) == []  # two points: no interior
+    assert search.at_edge(GRID["grid"], None) == []
+    from zobench.aggregate.findings import write_findings
+
+    runs = tmp_path / "reproduce-cpu"
+    runs.mkdir()
+    directory = search.block_dir(runs, "cpu/zobench_sst2/zo_sgd_prefix")
+    directory.mkdir(parents=True)
+    for lr, dev in ((0.003, 0.6), (0.01, 0.7), (0.03, 0.72)):
+        _cell(directory, f"lr{lr}", lr, dev)
+    rows = search.results(directory, GRID, ["tuning"])
+    chosen = [{"group": {"tuning": "prefix"}, "values": search.choose(rows, GRID, {"tuning": "prefix"})}]
+    search.write_record(directory, "cpu/zobench_sst2/zo_sgd_prefix", GRID, rows, chosen)
+    text = (tmp_path / "F.md").read_text() if write_findings(runs, tmp_path / "F.md") is not None else ""
+    line = next(x for x in text.splitlines() if x.startswith("| cpu/zobench_sst2/zo_sgd_prefix"))
+    assert "0.01: 0.7" in line and "0.03: 0.72" in line and "optimizer.lr=0.03 **at the grid's edge**" in line
+
+
 @pytest.mark.parametrize("bad, key", [({"steps": 10, "grid": {"optimizer.lr": [1]}}, "eval_every"),
                                       ({"steps": 0, "eval_every": 5, "grid": {"optimizer.lr": [1]}}, "search.steps"),
                                       ({"steps": 10, "eval_every": 5, "grid": {"optimizer.lr": []}}, "search.grid"),
@@ -81,7 +103,7 @@ def test_every_cpu_block_plans_and_searched_blocks_run_their_grid_at_seed_0_on_d
     assert names[0] == "cpu/zobench_sst2/zo_sgd_prefix"  # order.txt: the headline cells first
     block = plan_block("cpu/zobench_sst2/zo_sgd_prefix")
     assert {j["seed"] for j in block.jobs} == {0, 1, 2}
-    assert [j["optimizer.lr"] for j in block.search_jobs] == [0.003, 0.01, 0.03]
+    assert [j["optimizer.lr"] for j in block.search_jobs] == [0.003, 0.01, 0.03, 0.1]
     assert {j["seed"] for j in block.search_jobs} == {0}
     assert "trainer.test=false" in search.search_overrides(block.search)
     for name in names:  # every from: names a block that has a grid

@@ -246,7 +246,9 @@ def write_findings(runs_dir: str | Path, out_path: str | Path, claims_dir: str |
     findings = [evaluate_claim(c, runs, runs_dir) for c in claims]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render(findings, runs_dir, len(runs), claims_dir or CLAIMS_DIR))
+    from zobench.aggregate.search import records
+
+    out_path.write_text(render(findings, runs_dir, len(runs), claims_dir or CLAIMS_DIR, records(Path(runs_dir))))
     return findings
 
 

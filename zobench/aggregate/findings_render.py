@@ -16,7 +16,36 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
 
 
-def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_dir: str | Path = CLAIMS_DIR) -> str:
+def _searches(records: list[dict]) -> list[str]:
+    """The dev-only learning-rate searches the runs used: grid, dev score per point, choice, edge flags."""
+    from zobench.aggregate.search import at_edge
+
+    if not records:
+        return []
+    lines = ["", "## Learning-rate searches", "",
+             "Each block's learning rate was chosen on dev only (seed 0, the eval set never scored) by the rule "
+             f"in `search.json`; {records[0].get('rule', '')}. A choice at the grid's edge (of 3 or more values) "
+             "is flagged: the best may lie beyond it.", "",
+             "| block | group | steps | dev score per grid point | chosen |", "|---|---|---:|---|---|"]
+    for rec in records:
+        grid = rec.get("grid", {})
+        for choice in rec.get("chosen", []):
+            group = choice.get("group", {})
+            rows = [r for r in rec.get("results", []) if r.get("group") == group]
+            scores = ", ".join(f"{'/'.join(str(v) for v in r['values'].values())}: "
+                               + (_fmt(r['best_dev_score']) if r.get("status") == "completed" else str(r.get("status")))
+                               for r in rows)
+            values = choice.get("values")
+            chosen = ", ".join(f"{k}={v}" for k, v in values.items()) if values else "— (a point did not complete)"
+            edge = at_edge(grid, values)
+            flag = f" **at the grid's edge** ({', '.join(edge)})" if edge else ""
+            group_text = ", ".join(f"{k}={v}" for k, v in group.items())
+            lines.append(f"| {rec.get('block', '')} | {group_text} | {rec.get('steps', '')} | {scores} | {chosen}{flag} |")
+    return lines
+
+
+def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_dir: str | Path = CLAIMS_DIR,
+           searches: list[dict] | None = None) -> str:
     lines = ["# Findings: the papers' claims against zobench's runs", "",
              f"Runs: `{runs_dir}` ({n_runs} run directories). Claims: `{claims_dir}` ({len(findings)}). "
              "Verdicts: *supported* when the 95% interval lies on the claimed side, *contradicted* when it lies "
@@ -56,4 +85,5 @@ def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_di
         lines += ["", f"**Verdict.** {f.verdict}{why}", "",
                   "**Protocol.** " + "; ".join(f"{k} {v}" for k, v in f.protocol.items())]
         lines += [f"- note: {n}" for n in [*c.notes, *f.notes]]
+    lines += _searches(searches or [])
     return "\n".join(lines) + "\n"

@@ -313,6 +313,11 @@ def run_search(block: Block, runs_dir: Path, data_dir: str | None, extra: list[s
     path = search.write_record(directory, block.name, s, rows, chosen)
     print(f"[reproduce-tables] search of {block.name}: {path} -> " +
           "; ".join(f"{c['group']}: {c['values']}" for c in chosen), flush=True)
+    for c in chosen:
+        edge = search.at_edge(s["grid"], c["values"])
+        if edge:
+            print(f"[reproduce-tables] search of {block.name}: {c['group']} chose {c['values']} at the edge of the "
+                  f"grid in {', '.join(edge)}; the best may lie beyond it: widen search.grid there", flush=True)
     if code:
         print(f"[reproduce-tables] search of {block.name}: a sweep exited {code}", flush=True)
     return chosen

@@ -162,6 +162,29 @@ def recorded_choice(directory: Path, s: dict, groups: list[dict]) -> list[dict] 
     return chosen if same and same_groups and all(c.get("values") is not None for c in chosen) else None
 
 
+def at_edge(grid: dict, values: dict | None) -> list[str]:
+    """The grid keys whose chosen value is the smallest or largest of three or more numbers searched: the best
+    may lie beyond the grid (widen it there), so reports flag the choice."""
+    flagged = []
+    for key, choice in (values or {}).items():
+        numbers = [v for v in grid.get(key, []) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) >= 3 and isinstance(choice, (int, float)) and (
+                _same(choice, min(numbers)) or _same(choice, max(numbers))):
+            flagged.append(key)
+    return flagged
+
+
+def records(runs_dir: Path) -> list[dict]:
+    """Every search.json under ``<runs>-search``, in path order."""
+    out = []
+    for path in sorted(search_root(Path(runs_dir)).rglob("search.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def read_choice(runs_dir: Path, source: str, key: str | None = None) -> Any:
     """The value ``key`` (all chosen keys when None) another block's search chose, or None if not yet searched."""
     path = search_root(runs_dir) / source / "search.json"
