@@ -124,6 +124,8 @@ def test_search_bookkeeping_keys_are_not_part_of_a_cell():
     extra = OmegaConf.merge(cfg, {"search": {"grid": {"optimizer.lr": [1, 2]}}, "per_task": {"copa": 1}})
     assert cell_key(extra) == cell_key(cfg)
     assert cell_key(OmegaConf.merge(cfg, {"data": {"num_train": 7}})) != cell_key(cfg)
+    moved = OmegaConf.merge(cfg, {"model": {"local_dir": "/another/checkout/models/x"}})  # a second worktree
+    assert cell_key(moved) == cell_key(cfg)
 
 
 def test_torn_checkpoint_write_leaves_the_previous_one(native, tmp_path, monkeypatch):

@@ -40,8 +40,9 @@ RESULTS_VERSION = 3
 
 # The config groups and keys that decide what a cell computes; everything else is bookkeeping.
 CELL_GROUPS = ("model", "task", "tuning", "optimizer", "trainer", "data", "seed", "device", "dtype")
-# Keys inside those groups that change where results go or how they are logged, not what they are.
-VOLATILE = ("trainer.log_every", "trainer.checkpoint_every", "trainer.resume", "trainer.save_trainable")
+# Keys inside those groups that change where results go or how they are logged, not what they are
+# (model.local_dir: where this checkout keeps converted weights; the model is model.name / hub_id).
+VOLATILE = ("model.local_dir", "trainer.log_every", "trainer.checkpoint_every", "trainer.resume", "trainer.save_trainable")
 
 
 def cell_key(cfg) -> str:
