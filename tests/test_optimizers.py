@@ -35,6 +35,7 @@ class Row:
     quadratic_lr: float     # a step size at which 100 steps on the quadratic converge
     tiny_lr: float          # a step size at which 40 steps on the tiny model lower the loss
     quadratic_overrides: tuple = ()
+    state_elements: object = None  # (named, cfg) -> elements of state, where it is not whole copies
 
 
 EXPECTED = {
@@ -54,6 +55,11 @@ EXPECTED = {
     "hybrid_zo_fo": Row(0, 1, 0.1, 0.1),
     "fo_sgd": Row(0, 1, 0.1, 3e-2),
     "fo_adam": Row(2, 1, 0.1, 3e-3),
+    "hizoo": Row(1, 3, 0.03, 5e-3),  # H: one fp32 copy
+    "lozo": Row(0, 2, 0.03, 2e-3),
+    # LOZO-M's momentum lives in U's m×r space: Σ m·r over matrices + the 1-D parameters
+    "lozo_m": Row(1, 2, 5e-3, 2e-3, (("estimator.period", 20),),
+                  lambda named, cfg: sum(p.shape[0] * cfg.estimator.rank if p.dim() >= 2 else p.numel() for _, p in named)),
 }
 
 
@@ -261,8 +267,11 @@ def test_half_precision_runs_or_is_refused(name, dtype):
     assert all(math.isfinite(v) for v in losses), (name, dtype, losses)
     assert all(p.dtype == model.dtype and torch.isfinite(p).all() for _, p in named)
     if cfg.family == "zo":  # transforms keep fp32 state in half-precision runs
-        numel = sum(p.numel() for _, p in named)
-        assert opt.state_bytes() == expected(name).state_copies * numel * 4
+        row = expected(name)
+        if row.state_elements is not None:
+            assert opt.state_bytes() == row.state_elements(named, cfg) * 4
+        else:
+            assert opt.state_bytes() == row.state_copies * sum(p.numel() for _, p in named) * 4
 
 
 
@@ -297,6 +306,11 @@ BAD_KEYS = [
     ("hybrid_zo_fo", "zo_layers", 1.5, ["optimizer.zo_layers=1.5", "fraction in [0, 1]"]),
     ("hybrid_zo_fo", "zo_lr", 0, ["optimizer.zo_lr=0", "> 0"]),
     ("hybrid_zo_fo", "conservative", True, ["optimizer.conservative=True", "false"]),
+    ("hizoo", "estimator.hessian_smoothing", 2.0, ["optimizer.estimator.hessian_smoothing=2.0", "[0, 1]"]),
+    ("lozo", "estimator.rank", 0, ["optimizer.estimator.rank=0", "integer >= 1"]),
+    ("lozo", "estimator.period", 0, ["optimizer.estimator.period=0", "integer >= 1"]),
+    ("lozo_m", "transforms.0.beta", 1.0, ["optimizer.transforms[0].beta=1.0", "[0, 1)"]),
+    ("lozo_m", "conservative", True, ["optimizer.transforms[0]", "conservative=true"]),
     ("hybrid_zo_fo", "max_grad_norm", -1.0, ["optimizer.max_grad_norm=-1.0", "> 0"]),
     ("hybrid_zo_fo", "train_mode", True, ["optimizer.train_mode=True", "family hybrid"]),
 ]

@@ -35,7 +35,8 @@ EVAL_PAIRS_PER_BATCH = 32
 # forward-pass equivalents and parameter sweeps per step, per optimizer (zo_sgd: 2 forwards, perturb
 # +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
 STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_adam": (2, 5),
-             "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (4, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0)}
+             "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (4, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0),
+             "hizoo": (3, 5), "lozo": (2, 0.4), "lozo_m": (2, 0.4)}
 
 # -- GPU: seconds per training step from MeZO Table 23 (MultiRC, A100-80GB), batch in brackets,
 # and the GPUs it took. conf/published/mezo2023_memory_time.csv holds the same numbers with sources.

@@ -1,8 +1,10 @@
 """Optimizers: ``conf/optimizer/<name>.yaml`` composes an estimator and transforms (or a torch.optim class).
 
-ZO family: ``estimator`` (spsa.SPSA, forward_grad.ForwardGrad, bszo.BSZO) returns ĝ in seed
+ZO family: ``estimator`` (spsa.SPSA, forward_grad.ForwardGrad, bszo.BSZO, hizoo.HiZOO) returns ĝ in seed
 form; ``transforms`` (transforms.ScaleBySign, Momentum, Adam) shape each tensor's update;
-zo.ZOOptimizer runs the sweep, weight decay, schedule and the conservative option.
+zo.ZOOptimizer runs the sweep, weight decay, schedule and the conservative option. An estimator with an
+``optimizer_class`` brings a ZOOptimizer subclass: hizoo.HiZOOOptimizer (HiZOO's Hessian in the state) and
+lozo.LowRankZO (LOZO / LOZO-M: directions U Vᵀ per matrix, momentum in U's space).
 Estimators with masked directions: blockwise.BlockSPSA (block-wise ZO and its equal-cost baseline),
 sparse.SparseSPSA (sparsity-induced ZO). Hybrid family: hybrid.HybridZOFO, ZO for the embeddings and
 the first K layers, a torch.optim class on the rest.
@@ -48,7 +50,8 @@ def build_optimizer(cfg: Any, named_params: Sequence[tuple[str, torch.Tensor]], 
     if cfg.family == "zo":
         estimator = instantiate(cfg.estimator)
         transforms = [instantiate(t) for t in cfg.get("transforms") or []]
-        return ZOOptimizer(named_params, estimator, transforms, eps=cfg.eps, seed=seed,
-                           conservative=cfg.get("conservative", False), model=model,
-                           distribution=cfg.get("direction", "gaussian"), **common)
+        make = getattr(estimator, "optimizer_class", ZOOptimizer)  # HiZOO's state, LOZO's U Vᵀ sweep: a subclass
+        return make(named_params, estimator, transforms, eps=cfg.eps, seed=seed,
+                    conservative=cfg.get("conservative", False), model=model,
+                    distribution=cfg.get("direction", "gaussian"), **common)
     return build_fo(cfg, named_params, model=model, **common)  # fo.py: clipping, train mode, variant
