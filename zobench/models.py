@@ -4,7 +4,9 @@ Resolution order for where the weights come from (first that applies):
 1. ``model.path``: an explicit local folder (``save_pretrained`` layout) or a ``.gguf`` file;
 2. ``model.tiny``: a config dict -> random weights built in a second with a byte-level
    tokenizer built locally (offline tests and smoke runs);
-3. ``model.local_dir`` when that folder exists (``make offline-models`` writes it);
+3. ``model.local_dir`` when that folder exists (``make offline-models`` writes it); when it does not,
+   ``check_weights_available`` says to run ``make offline-models`` (or to set ``model.local_dir=null``)
+   rather than spend a minute on hub retries;
 4. ``model.hub_id`` from the Hugging Face hub (the real path for users with a network).
 """
 from __future__ import annotations
@@ -61,6 +63,70 @@ def weights_source(model_cfg: Any) -> str:
     return f"hub:{model_cfg.hub_id}"
 
 
+# Files of which a model folder written by ``save_pretrained`` (model and tokenizer) holds at least one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` (an existing folder) is not a loadable model folder, or None."""
+    names = sorted(p.name for p in path.iterdir())
+    if not names:
+        return "is an empty folder"
+    ggufs = [n for n in names if n.endswith(".gguf")]
+    if "config.json" not in names:
+        if ggufs:
+            return f"is a folder holding {ggufs[0]}: give the .gguf file itself ({path / ggufs[0]})"
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        return f"holds no config.json (it has {shown}): not a model folder written by save_pretrained"
+    if not any(n in names for n in TOKENIZER_FILES):
+        return (f"holds no tokenizer files (one of {', '.join(TOKENIZER_FILES[:3])}, ...): save the tokenizer "
+                "there too (tokenizer.save_pretrained)")
+    return None
+
+
+def check_weights_available(model_cfg: Any, local_copy: bool = True) -> None:
+    """Refuse, before any hub call, weights that cannot load: an empty or incomplete ``model.path`` folder,
+    and (``local_copy``) a model whose local copy (``model.local_dir``, written by ``make offline-models``)
+    is absent or incomplete: it is not looked for on the hub, where an offline machine would spend a minute
+    on retries. A model given only by ``model.hub_id`` is left to the hub."""
+    name = model_cfg.get("name")
+    if model_cfg.get("path"):
+        path = Path(str(model_cfg.path)).expanduser()
+        if not path.exists():
+            raise ConfigError(f"model.path={str(path)!r} does not exist: give a model folder or a .gguf file.")
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ConfigError(f"model.path={str(path)!r} is a file but not a .gguf file: give a model folder "
+                                  "(save_pretrained layout, with config.json) or a .gguf file.")
+            return
+        problem = _folder_problem(path)
+        if problem:
+            raise ConfigError(f"model.path={str(path)!r} {problem}. Expected a model folder (save_pretrained "
+                              "layout: config.json, weights, tokenizer files) or a .gguf file.")
+        return
+    if model_cfg.get("tiny"):
+        return
+    local_dir = model_cfg.get("local_dir")
+    if not local_copy or not local_dir:
+        return  # the hub
+    local = Path(str(local_dir)).expanduser()
+    hub = f" or set model.local_dir=null to download {model_cfg.hub_id} from the Hugging Face hub" \
+        if model_cfg.get("hub_id") else ""
+    if not local.exists():
+        from zobench.offline_models import ROOT
+
+        default = ROOT / "models" / local.name
+        elsewhere = "" if local.absolute() == default.absolute() else \
+            f" (it writes {default}; for this folder: python -m zobench.offline_models --out {local})"
+        raise ConfigError(f"model={name}: its local copy {local} (model.local_dir) does not exist. Run `make "
+                          f"offline-models` to write it, once, offline{elsewhere}{hub}.")
+    problem = _folder_problem(local) if local.is_dir() else "is a file, not a folder"
+    if problem:
+        raise ConfigError(f"model={name}: its local copy {local} (model.local_dir) {problem}. Delete it and run "
+                          f"`make offline-models` again{hub}.")
+
+
 def build_tiny_tokenizer():
     """A byte-level BPE tokenizer with no merges: every byte is a token, so any text encodes.
 
@@ -109,6 +175,7 @@ def load_model(model_cfg: Any, dtype: str = "fp32", device: str = "auto", seed: 
     if model_cfg.kind not in KINDS:
         raise bad_choice("model.kind", model_cfg.kind, KINDS)
     source = weights_source(model_cfg)
+    check_weights_available(model_cfg)  # an empty folder or a missing local copy: said here, before any hub call
     auto = AutoModelForMaskedLM if model_cfg.kind == "masked" else AutoModelForCausalLM
     kwargs = dict(model_cfg.get("load_kwargs") or {})
     if source.startswith("tiny:"):

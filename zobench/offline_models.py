@@ -53,6 +53,9 @@ def main(argv=None) -> None:
     if (args.out / "config.json").exists():
         print(f"{args.out} already exists")
         return
+    if args.out.is_dir() and any(args.out.iterdir()):
+        sys.exit(f"{args.out} exists but holds no config.json (an interrupted copy?): delete it and run "
+                 "`make offline-models` again.")
     gguf = find_gguf()
     print(f"converting {gguf} -> {args.out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,11 @@ Every message names the key and what is allowed, e.g.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from zobench.errors import ConfigError, bad_choice, bad_value
-from zobench.models import DEVICES, DTYPES, KINDS, weights_source
+from zobench.models import DEVICES, DTYPES, KINDS, check_weights_available, weights_source
 from zobench.optim import FAMILIES
 from zobench.optim.blockwise import check_block_layout
 from zobench.optim.directions import DISTRIBUTIONS
@@ -31,8 +32,34 @@ def _int_at_least(cfg: Any, key: str, low: int) -> None:
 
 def _positive(cfg: Any, key: str) -> None:
     value = _get(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise bad_value(key, value, "a number > 0")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise bad_value(key, value, "a finite number > 0")
+
+
+def check_finite(cfg: Any) -> None:
+    """No float of the config may be inf or nan (``optimizer.lr=inf``, ``optimizer.weight_decay=nan``):
+    every float of zobench's config is a hyperparameter or a size, and null already means "off"."""
+    from omegaconf import OmegaConf
+
+    def walk(node, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise bad_value(key, node, "a finite number")
+
+    for name in cfg:
+        if name == "hydra":
+            continue
+        try:
+            node = cfg[name]
+            node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except Exception:  # noqa: BLE001 - an interpolation that does not resolve is reported where it is read
+            continue
+        walk(node, str(name))
 
 
 def _get(cfg: Any, key: str):
@@ -48,6 +75,7 @@ def validate_config(cfg: Any) -> None:
     if cfg.device not in DEVICES:
         raise bad_choice("device", cfg.device, DEVICES)
     _int_at_least(cfg, "seed", 0)
+    check_finite(cfg)
     for key, low in [("trainer.steps", 0), ("trainer.batch_size", 1), ("trainer.eval_every", 1),
                      ("trainer.eval_batch_size", 1), ("trainer.max_length", 8), ("trainer.warmup_steps", 0),
                      ("trainer.log_every", 1), ("data.num_train", 0), ("data.num_dev", 0),
@@ -67,12 +95,23 @@ def validate_config(cfg: Any) -> None:
     if cfg.model.kind not in KINDS:
         raise bad_choice("model.kind", cfg.model.kind, KINDS)
     weights_source(cfg.model)
+    check_weights_available(cfg.model, local_copy=False)  # an empty model.path folder; the local copy: precheck, load
     validate_tuning(cfg.tuning, cfg.data)
     validate_model_task(cfg.model, cfg.task)
     validate_optimizer(cfg.optimizer, cfg.dtype)
     validate_optimizer_tuning(cfg.optimizer, cfg.tuning)
     check_block_layout(cfg.optimizer, cfg.model, cfg.tuning)  # ZO-Bench's block levels: OPT, full/LoRA only
-    validate_task(cfg.task, cfg.data)
+    validate_task(cfg.task, cfg.data, batch_size=training_batch_size(cfg))
+
+
+def training_batch_size(cfg: Any) -> int | None:
+    """``trainer.batch_size`` when the run trains (steps > 0 and a scheme that trains), else None: the
+    train set must then hold at least one batch (checked against the real train size by the task loader)."""
+    from zobench.tuning import trains
+
+    if cfg.trainer.steps <= 0 or not trains(cfg.tuning):
+        return None
+    return cfg.trainer.batch_size
 
 
 # Optimizer families that need something of the scheme: the hybrid splits the trainable tensors by
@@ -186,7 +225,7 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
     flag("optimizer.conservative", opt.get("conservative", False))
     if opt.get("conservative", False):
         for i, tr in enumerate(transforms):
-            if kind(tr) in ("Momentum", "Adam"):
+            if kind(tr) in ("Momentum", "Adam", "LowRankMomentum"):
                 raise ConfigError(
                     f"optimizer.transforms[{i}]={tr._target_} is not allowed with optimizer.conservative=true: "
                     "choose no transform or ScaleBySign (the two candidate updates would advance its state twice; "
@@ -200,7 +239,7 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
         from zobench.optim.hybrid import check_config
 
         check_config(opt)
-    if kind(est) in ("BlockSPSA", "SparseSPSA"):  # estimators that check their own keys (optim/blockwise.py, sparse.py)
+    if kind(est) in ("BlockSPSA", "SparseSPSA", "HiZOO", "LowRankSPSA"):  # estimators that check their own keys (optim/blockwise.py, sparse.py)
         from hydra.utils import get_class
 
         get_class(est._target_).check_config(est)
@@ -227,7 +266,7 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
         number(f"{key}.noise_floor", est.get("noise_floor", 0.1), lambda v: v >= 0, "a number >= 0")
     for i, tr in enumerate(transforms):
         key = f"optimizer.transforms[{i}]"
-        if kind(tr) == "Momentum":
+        if kind(tr) in ("Momentum", "LowRankMomentum"):
             number(f"{key}.beta", tr.get("beta", 0.9), lambda v: 0 <= v < 1, "a number in [0, 1)")
         if kind(tr) == "Adam":
             for name, default in (("b1", 0.9), ("b2", 0.999)):

@@ -30,7 +30,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from zobench.errors import ConfigError, bad_choice, bad_value
-from zobench.tasks.base import Example, RenderedPool, TaskData, pick_template, sample_indices, split_train_dev
+from zobench.tasks.base import (Example, RenderedPool, TaskData, pick_template, sample_indices, split_sizes,
+                                split_train_dev)
 
 __all__ = ["Example", "TaskData", "available_tasks", "eval_sample", "load_task", "validate_task"]
 
@@ -75,21 +76,29 @@ class _Pools:
     note: str | None = None
 
 
-def validate_task(task_cfg, data_cfg) -> None:
+def validate_task(task_cfg, data_cfg, batch_size: int | None = None) -> None:
     """Raise ConfigError for anything wrong that can be found without a model or the hub: the task
     name, template and metric, the sizes and seed, and with ``data.dir`` set, its files (read and
-    checked row by row: a few hundred milliseconds for the largest, SST-2 train)."""
+    checked row by row: a few hundred milliseconds for the largest, SST-2 train) and the sizes of the
+    sets they give (``check_split_sizes``; ``batch_size``: a training run's ``trainer.batch_size``)."""
     spec = _check(task_cfg, data_cfg)
     if spec.dir is not None:
-        _native_pools(spec)
+        pools = _native_pools(spec)
+        n_train, n_dev = split_sizes(len(pools.train), spec.num_train, spec.num_dev)
+        n_eval = len(pools.eval) if spec.num_eval is None else min(spec.num_eval, len(pools.eval))
+        check_split_sizes(spec, pools, n_train, n_dev, n_eval, batch_size)
 
 
 def load_task(task_cfg, data_cfg) -> TaskData:
-    """Load the task's splits (``data.dir`` native files, or the hub when it is None), sample and render."""
+    """Load the task's splits (``data.dir`` native files, or the hub when it is None), sample and render.
+
+    The sets' sizes are checked (``check_split_sizes``) before anything else happens: with ``data_cfg``
+    the ``data`` node of a run's config, its ``trainer.batch_size`` too, when the run trains."""
     spec = _check(task_cfg, data_cfg)
     pools = _native_pools(spec) if spec.dir is not None else _hub_pools(spec)
     train, dev = split_train_dev(pools.train, spec.num_train, spec.num_dev, spec.seed)
     evals = eval_sample(pools.eval, spec.num_eval, spec.eval_seed)
+    check_split_sizes(spec, pools, len(train), len(dev), len(evals), _training_batch_size(data_cfg))
     render = spec.module.render
     info: dict[str, Any] = {
         "task": spec.name,
@@ -110,6 +119,45 @@ def load_task(task_cfg, data_cfg) -> TaskData:
         info=info,
         train_pool=RenderedPool(pools.train, render, spec.template),
     )
+
+
+def check_split_sizes(spec: "_Spec", pools: "_Pools", n_train: int, n_dev: int, n_eval: int,
+                      batch_size: int | None = None) -> None:
+    """Refuse sets a run cannot use: an empty train set (``data.num_train`` > 0), an empty dev set
+    (``data.num_dev`` > 0), an empty eval set, and a train set smaller than one batch (a step would
+    silently use fewer examples than ``trainer.batch_size`` says). Each message names the task, the
+    sizes asked for (data.*) and given, and where the records came from."""
+    asked = (f"data.num_train={spec.num_train}, data.num_dev={spec.num_dev}, "
+             f"data.num_eval={'null' if spec.num_eval is None else spec.num_eval}")
+    given = f"train {n_train}, dev {n_dev}, eval {n_eval}"
+    where = (f"the train pool holds {len(pools.train)} records ({pools.source.get('train')}), the eval pool "
+             f"{len(pools.eval)} ({pools.source.get('eval')})" + (f"; {pools.note}" if pools.note else ""))
+    more = "give data with more records"
+    for split, wanted, n, fix in (("train", spec.num_train > 0, n_train, f"{more}, or data.num_train=0 with trainer.steps=0"),
+                                  ("dev", spec.num_dev > 0, n_dev, f"{more}, or data.num_dev=0 for no dev set"),
+                                  ("eval", True, n_eval, more)):
+        if wanted and n == 0:
+            raise ConfigError(f"task {spec.name}: the {split} set is empty: {asked} give {given} "
+                              f"({where}). Each set that is asked for needs an example: {fix}.")
+    if batch_size is not None and batch_size > n_train:
+        short = (f"; {spec.num_train + spec.num_dev} were asked of a train split of {len(pools.train)} records, "
+                 f"{n_dev} of them dev") if n_train < spec.num_train else ""
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is larger than the train set: task {spec.name} has {n_train} training "
+            f"examples (data.num_train={spec.num_train}{short}), so every step would use {n_train}, not {batch_size}. "
+            f"Set trainer.batch_size to at most {n_train}, or raise data.num_train.")
+
+
+def _training_batch_size(data_cfg) -> int | None:
+    """A run's ``trainer.batch_size`` when ``data_cfg`` is the data node of a run's config that trains."""
+    if not isinstance(data_cfg, DictConfig):
+        return None
+    root = data_cfg._get_root()
+    if root is data_cfg or "trainer" not in root or "tuning" not in root:
+        return None
+    from zobench.validate import training_batch_size
+
+    return training_batch_size(root)
 
 
 def eval_sample(records: list, num_eval: int | None, seed: int) -> list:
@@ -225,10 +273,24 @@ def _read(module: ModuleType, path: Path) -> list:
         records = module.read_native(path)
         if not records:
             raise ConfigError(f"{path} holds no records.")
+        _check_unique_ids(records, path)
         while len(_READ_CACHE) >= _READ_CACHE_FILES:
             _READ_CACHE.pop(next(iter(_READ_CACHE)))
         _READ_CACHE[key] = records
     return [dict(r) for r in _READ_CACHE[key]]  # copies: what a caller does to a record stays with it
+
+
+def _check_unique_ids(records: list, path: Path) -> None:
+    """Two records of one file with the same id would be paired as one example across runs."""
+    first: dict = {}
+    for i, record in enumerate(records):
+        rid = record.get("id")
+        if rid is None:
+            continue
+        if rid in first:
+            raise ConfigError(f"{path}: records {first[rid] + 1} and {i + 1} of the file have the same id {rid!r}: "
+                              "ids must be unique within a split (examples are paired across runs by id).")
+        first[rid] = i
 
 
 def _hub_pools(spec: _Spec) -> _Pools:

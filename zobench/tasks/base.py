@@ -13,6 +13,7 @@ ZO-Bench's zo-bench/tasks.py carries the same two functions unchanged.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -110,15 +111,21 @@ def split_train_dev(records: Sequence[Any], num_train: int, num_dev: int, seed: 
     the sizes actually used.
     """
     picked = [records[i] for i in sample_indices(len(records), num_train + num_dev, seed)]
+    n_train, _ = split_sizes(len(records), num_train, num_dev)
+    return picked[:n_train], picked[n_train:]
+
+
+def split_sizes(n_records: int, num_train: int, num_dev: int) -> tuple[int, int]:
+    """``(len(train), len(dev))`` that ``split_train_dev`` gives for a split of ``n_records`` records."""
+    n_picked = min(n_records, num_train + num_dev)
     if num_dev == 0:
         n_dev = 0
-    elif num_train == 0 or len(picked) > num_dev:
-        n_dev = min(num_dev, len(picked))  # MeZO's rule
+    elif num_train == 0 or n_picked > num_dev:
+        n_dev = min(num_dev, n_picked)  # MeZO's rule
     else:  # MeZO would leave train empty: shrink both in proportion
-        n_dev = round(len(picked) * num_dev / (num_train + num_dev))
-        n_dev = min(max(n_dev, 1 if len(picked) > 1 else 0), len(picked) - 1)
-    n_train = len(picked) - n_dev
-    return picked[:n_train], picked[n_train:]
+        n_dev = round(n_picked * num_dev / (num_train + num_dev))
+        n_dev = max(min(max(n_dev, 1 if n_picked > 1 else 0), n_picked - 1), 0)
+    return n_picked - n_dev, n_dev
 
 
 # The hub calls the labelled held-out split "validation" where GLUE's and WinoGrande's files say "dev":
@@ -148,9 +155,21 @@ def pick_template(templates: Mapping[str, Any], name: str):
     return templates[name]
 
 
+def read_text(path: Path) -> str:
+    """The file's text, which must be UTF-8; where it is not, the error names the file, line and column."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"{path}, line {line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}): "
+                          "task files are read as UTF-8; convert the file (e.g. iconv -f latin1 -t utf-8).") from None
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line of a JSONL file, numbered from 1."""
-    with open(path, encoding="utf-8") as f:
+    with io.StringIO(read_text(path), newline=None) as f:  # universal newlines, as open() reads
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -170,7 +189,7 @@ def read_tsv(path: Path, header: Sequence[str]) -> Iterator[tuple[int, dict[str,
     quote character that a CSV reader would take for a field delimiter.
     """
     expected = "\t".join(header)
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         first = f.readline().rstrip("\r\n")
         if first != expected:
             raise ConfigError(

@@ -65,7 +65,7 @@ def _list(obj: dict, key: str, where: str) -> list:
 
 def read_native(path: Path) -> list[dict]:
     """Flatten the nested SuperGLUE file into one record per answer, in file order."""
-    records = []
+    records, lines = [], {}  # paragraph id -> the line that holds it
     for n, raw in read_jsonl(path):
         where = f"{path}, line {n}"
         passage = raw.get("passage")
@@ -77,6 +77,12 @@ def read_native(path: Path) -> list[dict]:
             for ai, a in enumerate(_list(q, "answers", where)):
                 answer, label = text_field(a, "text", where), enum_field(a, "label", where, _LABELS)
                 records.append(_record(paragraph, question, answer, label, raw["idx"], q.get("idx", qi), a.get("idx", ai)))
+        group = str(raw["idx"])
+        if group in lines:  # colliding ids would merge paragraphs: wrong train/eval split, clusters and pairing
+            raise ConfigError(f"{where}: paragraph idx {raw['idx']!r} is already the idx of line {lines[group]}: "
+                              "MultiRC paragraphs need distinct ids (examples are grouped, split between train and "
+                              "eval, and paired across runs by them).")
+        lines[group] = n
     return records
 
 
