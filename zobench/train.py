@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import statistics
 import sys
@@ -21,6 +22,7 @@ import torch
 from zobench import interrupt
 from zobench.measure import PeakMemory, StepTimer, release_memory, synchronize
 from zobench.optim.closure import MicroBatchLoss
+from zobench.record import save_torch_atomic
 from zobench.evaluation import PREDICTIONS, ZERO_SHOT_PREDICTIONS, evaluate, summary_fields
 from zobench.scoring import Scorer
 from zobench.tasks.base import Example, TaskData
@@ -66,25 +68,85 @@ def _dev_score(scorer: Scorer, dev: Sequence[Example], tr: Any, metric: str) -> 
 
 
 class _BestState:
-    """The trainable tensors of the best-on-dev step, kept on disk so they take no memory."""
+    """The trainable tensors of the best-on-dev step, kept on disk so they take no memory.
 
-    def __init__(self, path: Path, params: Sequence[torch.Tensor]):
-        self.path, self.params, self.step, self.score = path, params, None, -math.inf
+    ``best_trainable.pt`` holds ``{"step", "params"}`` and is replaced atomically (temp file, fsync,
+    rename): a full disk or a kill never leaves a torn one. A resumed run must restore the best state
+    its checkpoint recorded, not a later one written after that checkpoint by the attempt that was
+    killed: with a state checkpoint (``pin``), the checkpoint's best state is kept aside as
+    ``best_trainable-<step>.pt`` (a rename) when a later step becomes best, until the next checkpoint;
+    a replay checkpoint needs no copy, its loss log re-creates that state (``fit``/``_restore``).
+    """
+
+    def __init__(self, run_dir: Path, params: Sequence[torch.Tensor], pin: bool):
+        self.run_dir, self.path, self.params = Path(run_dir), Path(run_dir) / "best_trainable.pt", params
+        self.step, self.score, self.pin = None, -math.inf, pin
+        self.pinned: int | None = None  # the best step the latest checkpoint refers to
+
+    def _pinned_path(self, step: int) -> Path:
+        return self.run_dir / f"best_trainable-{step}.pt"
 
     def offer(self, step: int, score: float) -> bool:
         if score <= self.score:
             return False
-        self.step, self.score = step, score
-        torch.save([p.detach().cpu() for p in self.params], self.path)
+        if self.pin and self.pinned is not None and self.pinned == self.step and self.path.exists():
+            os.replace(self.path, self._pinned_path(self.step))  # the checkpoint's best state stays restorable
+        self.save(step)
+        self.score = score
         return True
+
+    def save(self, step: int) -> None:
+        save_torch_atomic({"step": step, "params": [p.detach().cpu() for p in self.params]}, self.path)
+        self.step = step
+
+    def checkpointed(self) -> None:
+        """A checkpoint now refers to the current best state: copies kept for earlier checkpoints go."""
+        self.pinned = self.step
+        for path in self.run_dir.glob("best_trainable-*.pt"):
+            path.unlink(missing_ok=True)
+
+    def saved_step(self) -> int | str | None:
+        """The step best_trainable.pt holds; "legacy" for a file of older code (a bare list); None if unreadable."""
+        try:
+            saved = torch.load(self.path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # noqa: BLE001 - absent, torn
+            return None
+        if isinstance(saved, list):
+            return "legacy"
+        return saved.get("step") if isinstance(saved, dict) else None
+
+    def resume(self, step: int | None, score: float, replay: bool) -> str:
+        """Take the checkpoint's best step; return "ok", "replay" (re-create it while replaying) or "lost"."""
+        self.step, self.score, self.pinned = step, score, step
+        if step is None:
+            self.discard()
+            return "ok"
+        pinned = self._pinned_path(step)
+        if pinned.exists():
+            os.replace(pinned, self.path)
+        self.checkpointed()
+        if self.saved_step() in (step, "legacy"):
+            return "ok"
+        return "replay" if replay else "lost"
+
+    def forget(self) -> None:
+        self.step, self.score, self.pinned = None, -math.inf, None
+        self.discard()
 
     @torch.no_grad()
     def restore(self) -> None:
-        for p, saved in zip(self.params, torch.load(self.path)):
-            p.copy_(saved)
+        saved = torch.load(self.path)
+        if isinstance(saved, dict):
+            if saved.get("step") != self.step:  # never evaluate another step's state under this one's name
+                raise RuntimeError(f"{self.path} holds the state of step {saved.get('step')}, not of the best step {self.step}")
+            saved = saved["params"]
+        for p, tensor in zip(self.params, saved):
+            p.copy_(tensor)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+        for path in self.run_dir.glob("best_trainable-*.pt"):
+            path.unlink(missing_ok=True)
 
 
 class Progress:
@@ -157,6 +219,10 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     """
     tr, metric = cfg.trainer, cfg.task.metric
     resume = checkpointer.load() if checkpointer is not None and tr.resume else None
+    if resume is not None and optimizer is not None:
+        problem = _resume_problem(resume, _replayable(optimizer))
+        if problem is not None:
+            resume = checkpointer.unusable(f"{checkpointer.json_path} {problem}")
     out.update(steps=0, forward_passes=0)
     if resume is not None:
         out.update(resume["out"])
@@ -164,6 +230,8 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         log.info("resuming from the checkpoint of step %d", resume["step"])
     else:
         recorder.reset()  # a fresh start: rows of an earlier attempt are never mixed with this run's
+    if checkpointer is not None and checkpointer.warnings:  # an unusable checkpoint, in the summary as in the log
+        out["warnings"] = [*(out.get("warnings") or []), *checkpointer.warnings]
     if resume is None and tr.zero_shot:
         zs = evaluate(scorer, data.eval, tr.eval_batch_size)
         zs.write(run_dir / ZERO_SHOT_PREDICTIONS)
@@ -177,17 +245,29 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     stream = batches(data.train, tr.batch_size, cfg.seed)
     meter, timer = PeakMemory(device), StepTimer(device)
     out["memory_method"] = meter.method
-    best = _BestState(run_dir / "best_trainable.pt", [p for _, p in named_params])
     replay = _replayable(optimizer)
+    best = _BestState(run_dir, [p for _, p in named_params], pin=not replay)
     loss_log: list[list[float]] = []
     forward_ms: list[float] = []
     peaks: list[dict[str, int]] = []
     done = 0
     if resume is not None:
-        done = _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay)
-        best.step, best.score = resume["best_step"], resume["best_score"]
+        kept = best.resume(resume["best_step"], resume["best_score"], replay)
+        if kept == "lost":  # only when files were removed by hand, or torn by code that wrote them in place
+            message = (f"{best.path} does not hold the best-on-dev state of step {resume['best_step']} that the "
+                       "checkpoint recorded: dev selection starts again with the steps after the checkpoint")
+            log.warning(message)
+            out["warnings"] = [*(out.get("warnings") or []), message]
+            best.forget()
+            out.update({k: None for k in ("best_dev_accuracy", "best_dev_score", "best_dev_loss", "best_step") if k in out})
+            resume["stale_evals"] = 0
+        regenerate = best.save if kept == "replay" else None  # replaying the loss log passes through that state
+        done = _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay,
+                        best_step=resume["best_step"], at_best=regenerate)
         loss_log, timer.times_ms = resume["loss_log"] or [], resume["times_ms"]
         forward_ms, peaks = resume["forward_ms"], resume["peaks"]
+    else:
+        best.discard()  # a fresh start: an earlier attempt's best state is not this run's
     first = next(stream)
     if resume is None:
         release_memory()
@@ -203,6 +283,7 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         checkpointer.save({"step": step, "out": out, "best_step": best.step, "best_score": best.score, "stale_evals": stale,
                            "loss_log": loss_log if replay else None, "times_ms": timer.times_ms,
                            "forward_ms": forward_ms, "peaks": peaks + [meter.read()]}, tensors)
+        best.checkpointed()
 
     progress = Progress(tr.steps, tr.log_every)
     patience = tr.get("early_stopping_patience")
@@ -273,7 +354,7 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     if best.step is None:
         out["best_step"] = out["steps"]  # no dev set: the final state is the one evaluated
     if tr.save_trainable:
-        torch.save({n: p.detach().cpu() for n, p in named_params}, run_dir / "trainable.pt")
+        save_torch_atomic({n: p.detach().cpu() for n, p in named_params}, run_dir / "trainable.pt")
     _final_eval(scorer, data, tr, metric, run_dir, out)
     if checkpointer is not None:
         checkpointer.clear()
@@ -297,14 +378,34 @@ def _final_eval(scorer: Scorer, data: TaskData, tr: Any, metric: str, run_dir: P
              out.get("best_step"), len(data.eval))
 
 
-def _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay: bool) -> int:
-    """Bring the optimizer and the batch stream to the checkpoint's step; return that step."""
+_RESUMED_KEYS = ("out", "best_step", "best_score", "times_ms", "forward_ms", "peaks")
+
+
+def _resume_problem(resume: dict[str, Any], replay: bool) -> str | None:
+    """Why a loaded checkpoint cannot resume this optimizer, or None."""
+    missing = [k for k in _RESUMED_KEYS if k not in resume]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if replay and not isinstance(resume.get("loss_log"), list):
+        return "holds no loss log for this replayed (ZO) optimizer"
+    if not replay and not isinstance(resume.get("tensor_state"), dict):
+        return "names no tensor file for this optimizer's state"
+    return None
+
+
+def _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay: bool,
+             best_step: int | None = None, at_best=None) -> int:
+    """Bring the optimizer and the batch stream to the checkpoint's step; return that step.
+
+    ``at_best(step)`` is called once the replay has re-created the state of ``best_step``."""
     step = resume["step"]
     if replay:
-        for values in resume["loss_log"]:
+        for done, values in enumerate(resume["loss_log"], start=1):
             batch = next(stream)
             losses = _StepLosses(scorer, tr.loss, device, replay=values)
             optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss)))
+            if at_best is not None and done == best_step:
+                at_best(done)
         return step
     state = resume["tensor_state"]
     with torch.no_grad():

@@ -10,17 +10,26 @@ Derived columns: ``<key>_lo`` / ``<key>_hi`` for each ``<key>_ci95`` interval of
 (``test_score_ci95_lo``, ...); ``forward_pass_equivalents`` (and ``_per_step``) from
 zobench.compute; ``run_path``, the absolute run directory where ``predictions.jsonl`` is read.
 
-The same configuration and seed run twice (a re-run after a failure) keeps the newest
-completed run; the others get ``status == "superseded"`` and are listed too.
+The same cell run twice (a re-run after a failure, in another folder) keeps the newest run with a
+result (completed or diverged; else the newest run); the others get ``status == "superseded"`` and
+are listed too. A cell is everything that decides what a run computes: the config groups that
+``zobench.checkpoint.cell_key`` hashes (model, task, tuning, optimizer, trainer, data, seed, device,
+dtype), read from config.yaml (``cell_identity``; unlike ``cell_key``, without RESULTS_VERSION, so a
+re-run by newer code supersedes the stale run), and the device the run resolved. Runs of other
+devices, dtypes or settings never supersede each other. Without a config.yaml, the summary's
+``cell_key``; without either, the configuration columns, the seeds and the device.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from zobench.checkpoint import CELL_GROUPS, VOLATILE
 from zobench.compute import forward_pass_equivalents
 
 # settings a summary does not hold, read from config.yaml: column -> dotted path in the config
@@ -58,7 +67,7 @@ CONFIG_FIELDS = {
     "num_eval": "data.num_eval",
     # identity, for runs that died before writing a summary
     "model": "model.name", "task": "task.name", "tuning": "tuning.name", "optimizer": "optimizer.name",
-    "seed": "seed", "dtype": "dtype", "lr": "optimizer.lr", "eps": "optimizer.eps",
+    "seed": "seed", "dtype": "dtype", "device": "device", "lr": "optimizer.lr", "eps": "optimizer.eps",
     "template": "task.template", "metric": "task.metric", "steps_budget": "trainer.steps",
 }
 
@@ -103,6 +112,19 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def cell_identity(config: dict[str, Any]) -> str | None:
+    """What a run computes, whatever code computed it: cell_key's hash of its config, without RESULTS_VERSION."""
+    groups = {k: v for k, v in config.items() if k in CELL_GROUPS} if isinstance(config, dict) else {}
+    if not groups:
+        return None
+    for dotted in VOLATILE:
+        node, leaf = dotted.split(".")
+        if isinstance(groups.get(node), dict):
+            groups[node] = {k: v for k, v in groups[node].items() if k != leaf}
+    text = json.dumps(groups, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
     """One row: the summary's scalar fields, config extras, and where the run lives."""
     summary_path = run_dir / "summary.json"
@@ -128,6 +150,7 @@ def read_run(run_dir: Path, root: Path) -> dict[str, Any]:
         row.update(status="incomplete", error="no summary.json: the run was killed or is still running")
         row["finished_at"] = max((p.stat().st_mtime for p in run_dir.iterdir()), default=0.0)
     config = _read_config(run_dir)
+    row["cell_identity"] = cell_identity(config)
     for column, dotted in CONFIG_FIELDS.items():
         if row.get(column) is None:
             value = _dig(config, dotted)
@@ -164,18 +187,67 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _known(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
+
+
+def _cell_of(row: pd.Series, columns: list[str]) -> tuple:
+    """The cell a run belongs to, device aside (see the module's docstring)."""
+    for column in ("cell_identity", "cell_key"):
+        if _known(row.get(column)):
+            return (column, row[column])
+    return ("columns", *(row[c] if _known(row[c]) else None for c in columns))
+
+
+def _by_device(members: list, device: pd.Series) -> list[list]:
+    """Runs of one cell split by the device that ran them. A run whose device is unknown (device=auto,
+    killed before it resolved one) goes with the runs of the one device that ran the cell, if only one did."""
+    parts: dict[Any, list] = {}
+    unknown = []
+    for index in members:
+        value = device.get(index)
+        (parts.setdefault(value, []) if _known(value) and value != "auto" else unknown).append(index)
+    if len(parts) == 1:
+        next(iter(parts.values())).extend(unknown)
+    elif unknown:
+        parts[None] = unknown
+    return list(parts.values())
+
+
+RESULT_RANK = {STATUS_OK: 2, "diverged": 1}  # a run with a result outranks a newer error of the same cell
+
+
 def mark_superseded(df: pd.DataFrame) -> pd.DataFrame:
-    """Same configuration and seed more than once: keep the newest completed run (else the newest)."""
-    keys = [k for k in CONFIG_KEYS + ["seed", "data_seed"] if k in df.columns]  # both are seed axes
-    if df.empty or not keys:
+    """The same cell run more than once: keep the newest run with a result (else the newest run).
+
+    Only runs of the same cell (the same config groups: model, task, tuning, optimizer, trainer, data,
+    seed, dtype, device; on the same resolved device) supersede each other: a diverged CPU run is never
+    hidden by a failed CUDA run of the same settings."""
+    if df.empty:
         return df
     df = df.copy()
-    order = df.assign(_ok=df["status"].eq(STATUS_OK)).sort_values(["_ok", "finished_at"], ascending=False)
-    keep = order.groupby(keys, dropna=False, sort=False).head(1).index
-    dup = ~df.index.isin(keep)
-    df.loc[dup, "error"] = df.loc[dup].apply(
-        lambda r: f"superseded by a newer run of the same configuration and seed (was {r['status']})", axis=1)
-    df.loc[dup, "status"] = "superseded"
+    if "error" not in df.columns:
+        df["error"] = None
+    df["error"] = df["error"].astype(object)
+    columns = [k for k in CONFIG_KEYS + ["seed", "data_seed", "device"] if k in df.columns]
+    device = df["device"] if "device" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    cells: dict[tuple, list] = {}
+    for index, row in df.iterrows():
+        cells.setdefault(_cell_of(row, columns), []).append(index)
+    for members in cells.values():
+        if len(members) < 2:
+            continue
+        for part in _by_device(members, device):
+            if len(part) < 2:
+                continue
+            keep = max(part, key=lambda i: (RESULT_RANK.get(df.at[i, "status"], 0), df.at[i, "finished_at"]))
+            for index in part:
+                if index != keep:
+                    error = df.at[index, "error"]
+                    was = df.at[index, "status"] + (f": {error}" if _known(error) else "")
+                    df.at[index, "error"] = (f"superseded by {df.at[keep, 'run_dir']} ({df.at[keep, 'status']}), "
+                                             f"a run of the same cell (was {was})")
+                    df.at[index, "status"] = "superseded"
     return df
 
 

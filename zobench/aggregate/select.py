@@ -7,6 +7,10 @@ zobench does not: the test set is only read for the configuration that dev chose
 
 Ties on dev go to the first configuration in sorted order, so the choice is deterministic.
 Runs without a dev score (zero-shot, ``steps == 0``) are all equivalent: the first is taken.
+
+The device that ran a run is part of its configuration here: runs of one setting on CPU and on
+CUDA are two configurations (dev picks one), never pooled as seeds of one, so the same seed is
+not counted twice and CPU memory and time never mix with CUDA's.
 """
 from __future__ import annotations
 
@@ -35,8 +39,11 @@ class Selection:
         return f"{shown} (best of {self.n_configs} on dev{dev})"
 
 
+SELECT_KEYS = CONFIG_KEYS + ["device"]  # what separates configurations of a cell (see the module's docstring)
+
+
 def config_keys(df: pd.DataFrame) -> list[str]:
-    return [k for k in CONFIG_KEYS if k in df.columns]
+    return [k for k in SELECT_KEYS if k in df.columns]
 
 
 def select_by_dev(cell: pd.DataFrame, dev_column: str = DEV_COLUMN) -> Selection:
