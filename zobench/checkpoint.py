@@ -50,6 +50,9 @@ RESULTS_VERSION = 3
 CELL_GROUPS = ("model", "task", "tuning", "optimizer", "trainer", "data", "seed", "device", "dtype")
 # Keys inside those groups that change where results go or how they are logged, not what they are
 # (model.local_dir: where this checkout keeps converted weights; the model is model.name / hub_id).
+# Keys added after results existed, at the value that computes what the code computed before them: at that
+# value they stay out of the hash, so adding a key never makes every finished folder another cell.
+ADDED_AT_DEFAULT = {"trainer.shared_context": True}  # packed candidates: same predictions, scores within ~1e-6
 VOLATILE = ("model.local_dir", "trainer.log_every", "trainer.checkpoint_every", "trainer.resume", "trainer.save_trainable")
 
 
@@ -58,6 +61,10 @@ def cell_key(cfg) -> str:
     for dotted in VOLATILE:
         node, leaf = dotted.split(".")
         if isinstance(resolved.get(node), dict):
+            resolved[node].pop(leaf, None)
+    for dotted, default in ADDED_AT_DEFAULT.items():
+        node, leaf = dotted.split(".")
+        if isinstance(resolved.get(node), dict) and resolved[node].get(leaf, default) == default:
             resolved[node].pop(leaf, None)
     resolved["_results_version"] = RESULTS_VERSION
     text = json.dumps(resolved, sort_keys=True, default=str)

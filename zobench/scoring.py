@@ -7,7 +7,11 @@ that predict candidate tokens: a forward pre-hook on the output embedding gather
 states before the vocabulary projection, so a (batch, length, vocab) logits tensor never
 exists. Candidates of one token (SST-2's label words, MultiRC's Yes/No) are all predicted at
 the context's last position, so one row holding the bare context scores every such candidate
-of an example: half the forward work of a two-way task. For a masked LM (RoBERTa) the context is followed by the mask token and each
+of an example: half the forward work of a two-way task. Candidates of several tokens (COPA,
+WinoGrande) share their context instead (``shared_context``, on by default): the common token
+prefix of an example's sequences is forwarded once and each candidate continues from its key/value
+cache (``zobench.scoring_shared``, which says what stays on the per-candidate path and why). For a
+masked LM (RoBERTa) the context is followed by the mask token and each
 candidate must be a single-token verbalizer, scored at the mask position (LM-BFF / MeZO).
 
 Prediction is the argmax of the mean candidate log-prob (MeZO, Malladi et al. 2023).
@@ -26,6 +30,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from zobench import scoring_shared
 from zobench.errors import ConfigError
 from zobench.tasks.base import Example
 
@@ -64,11 +69,20 @@ class _GatherHead:
 
 
 class Scorer:
-    """Scores Examples with one model; caches tokenizations (dev and eval sets are re-scored)."""
+    """Scores Examples with one model; caches tokenizations (dev and eval sets are re-scored).
 
-    def __init__(self, model, tokenizer, kind: str = "causal", max_length: int = 512):
+    ``shared_context`` (``trainer.shared_context``): score the candidates of an example from one forward
+    of their shared context where that applies (``zobench.scoring_shared``); ``shared_context_off`` says
+    why it does not for this model (None where it does). ``paths`` counts the batches each path scored.
+    """
+
+    def __init__(self, model, tokenizer, kind: str = "causal", max_length: int = 512, shared_context: bool = True):
         self.model, self.tokenizer, self.kind, self.max_length = model, tokenizer, kind, max_length
         self._cache: dict[tuple[str, bool], list[int]] = {}
+        self.shared_context_off = "trainer.shared_context=false" if not shared_context else \
+            scoring_shared.unsupported(model, kind)
+        self.shared_context = self.shared_context_off is None
+        self.paths = {"shared": 0, "per_candidate": 0}
 
     # -- tokenization ------------------------------------------------------------------------
     def _ids(self, text: str, special: bool) -> list[int]:
@@ -138,10 +152,19 @@ class Scorer:
         """Scores of the (example index, candidate index) ``pairs``, in one forward."""
         if self.kind == "masked":
             return self._score_masked(pairs, examples)
+        built = [self._causal_sequence(examples[e].context, examples[e].candidates[c]) for e, c in pairs]
+        if self.shared_context:
+            plan = scoring_shared.plan([s for s, _ in built], [n for _, n in built], [e for e, _ in pairs])
+            if plan is not None and scoring_shared.fits_window(self.model, plan):
+                self.paths["shared"] += 1
+                pad = self.tokenizer.pad_token_id or 0
+                logits = scoring_shared.forward(self.model, plan, pad, _GatherHead).float()
+                return _pair_scores(logits, plan.targets, plan.owner, pairs)
+        self.paths["per_candidate"] += 1
         seqs, batch_idx, pos_idx, targets, owner = [], [], [], [], []
         context_row: dict[int, int] = {}  # example -> the row holding its bare context
-        for j, (e, c) in enumerate(pairs):
-            seq, n_cand = self._causal_sequence(examples[e].context, examples[e].candidates[c])
+        for j, (seq, n_cand) in enumerate(built):
+            e = pairs[j][0]
             if n_cand == 1:  # one token: predicted at the context's last position, whatever the candidate
                 if e not in context_row:
                     context_row[e] = len(seqs)
@@ -153,12 +176,7 @@ class Scorer:
             for t in range(len(seq) - n_cand, len(seq)):  # position t-1 predicts token t
                 batch_idx.append(row), pos_idx.append(t - 1), targets.append(seq[t]), owner.append(j)
         logits = self._forward_gathered(seqs, batch_idx, pos_idx).float()
-        device = logits.device
-        token_logp = logits.log_softmax(-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
-        owner_t = torch.tensor(owner, device=device)
-        sums = torch.zeros(len(pairs), device=device, dtype=token_logp.dtype).index_add(0, owner_t, token_logp)
-        counts = torch.bincount(owner_t, minlength=len(pairs)).to(token_logp.dtype)
-        return PairScores(sums, counts, [e for e, _ in pairs], [c for _, c in pairs])
+        return _pair_scores(logits, targets, owner, pairs)
 
     def _score_masked(self, pairs, examples) -> PairScores:
         rows = sorted({e for e, _ in pairs})
@@ -219,19 +237,55 @@ class Scorer:
     @torch.no_grad()
     def candidate_scores(self, examples: Sequence[Example], batch_size: int = 32) -> list[list[float]]:
         """Mean log-prob of every candidate of every example (the prediction is the argmax), batched over all
-        pairs, longest first."""
-        pairs = [(i, c) for i, ex in enumerate(examples) for c in range(len(ex.candidates))]
-        if self.kind == "causal":  # longest first: an out-of-memory shows in the first batch
-            pairs.sort(key=lambda p: -len(self._causal_sequence(examples[p[0]].context, examples[p[0]].candidates[p[1]])[0]))
+        pairs, longest first (with ``shared_context`` and candidates of several tokens: whole examples, longest
+        first, so that an example's candidates share their context in one batch)."""
+        if self.shared_context and any(len(self._ids(c, False)) > 1 for ex in examples for c in ex.candidates):
+            chunks = self._example_chunks(examples, batch_size)  # an example's candidates in one batch, to share
         else:
-            pairs.sort(key=lambda p: -len(self._ids(examples[p[0]].context, True)))
+            pairs = [(i, c) for i, ex in enumerate(examples) for c in range(len(ex.candidates))]
+            if self.kind == "causal":  # longest first: an out-of-memory shows in the first batch
+                pairs.sort(key=lambda p: -len(self._causal_sequence(examples[p[0]].context, examples[p[0]].candidates[p[1]])[0]))
+            else:
+                pairs.sort(key=lambda p: -len(self._ids(examples[p[0]].context, True)))
+            chunks = [pairs[start : start + batch_size] for start in range(0, len(pairs), batch_size)]
         means = [[float("-inf")] * len(ex.candidates) for ex in examples]
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
+        for chunk in chunks:
             scores = self.score_pairs(chunk, examples)
             for (e, c), m in zip(chunk, scores.means.tolist()):
                 means[e][c] = m
         return means
+
+    def _example_chunks(self, examples: Sequence[Example], batch_size: int) -> list[list[tuple[int, int]]]:
+        """Batches of at most ``batch_size`` pairs that keep every example's candidates together (an example
+        with more candidates than that is split), examples longest first."""
+        def longest(i: int) -> int:
+            ex = examples[i]
+            return max(len(self._causal_sequence(ex.context, c)[0]) for c in ex.candidates)
+
+        chunks: list[list[tuple[int, int]]] = []
+        current: list[tuple[int, int]] = []
+        for i in sorted(range(len(examples)), key=lambda i: -longest(i)):
+            own = [(i, c) for c in range(len(examples[i].candidates))]
+            if current and len(current) + len(own) > batch_size:
+                chunks.append(current)
+                current = []
+            while len(own) > batch_size:
+                chunks.append(own[:batch_size])
+                own = own[batch_size:]
+            current += own
+        if current:
+            chunks.append(current)
+        return chunks
+
+
+def _pair_scores(logits: torch.Tensor, targets: list[int], owner: list[int], pairs) -> PairScores:
+    """Sum and count of the log-probs of ``targets`` under ``logits`` (N, vocab), per owning pair."""
+    device = logits.device
+    token_logp = logits.log_softmax(-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
+    owner_t = torch.tensor(owner, device=device)
+    sums = torch.zeros(len(pairs), device=device, dtype=token_logp.dtype).index_add(0, owner_t, token_logp)
+    counts = torch.bincount(owner_t, minlength=len(pairs)).to(token_logp.dtype)
+    return PairScores(sums, counts, [e for e, _ in pairs], [c for _, c in pairs])
 
 
 def _per_example(scores: PairScores, examples: Sequence[Example]) -> torch.Tensor:

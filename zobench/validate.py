@@ -92,6 +92,8 @@ def validate_config(cfg: Any) -> None:
     validate_objective(cfg.trainer, cfg.optimizer)
     if cfg.trainer.get("pad_to_length") is not None:  # memory vs length (zobench/tasks/_lengthen.py)
         _int_at_least(cfg, "trainer.pad_to_length", 8)
+    if not isinstance(cfg.trainer.get("shared_context", True), bool):
+        raise bad_value("trainer.shared_context", cfg.trainer.get("shared_context"), "true or false")
     if cfg.model.kind not in KINDS:
         raise bad_choice("model.kind", cfg.model.kind, KINDS)
     weights_source(cfg.model)
