@@ -17,6 +17,7 @@ help: ## list the targets
 install: ## install zobench (editable) and its dependencies; keeps an installed torch
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH)"
 	$(PYTHON) -m pip install -e ".[dev]"
+	-$(PYTHON) -m zobench._ext  # builds the Philox library (direction_stream=philox) with c++; without it, its torch code runs
 
 test: ## fast offline test suite (slow end-to-end tests excluded)
 	$(PYTHON) -m pytest -q

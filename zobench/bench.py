@@ -7,8 +7,13 @@ On the same model and the same batch (16 examples × 64 tokens by default) it me
                (+ε, −2ε, +ε, update) and out-of-place ``p.data = p.data + ...`` temporaries
   fo_sgd, fo_adam   backprop steps (torch.optim)
   eval         batched candidate scoring vs one forward per (example, candidate) with full logits
+  shared_context   multi-token candidates (COPA- and WinoGrande-shaped batches, MeZO templates): scoring
+               that packs an example's candidates after one copy of their shared context vs one sequence
+               per candidate (``trainer.shared_context`` true / false), for evaluation and for the
+               classification loss of a training batch; same scores (max |Δ mean log-prob|) and padded tokens
 and prints the ratios: ZO step / two forwards, ZO peak / inference peak, MeZO-ref step / ZO step,
-FO-Adam peak / inference peak, batched / per-candidate evaluation throughput.
+FO-Adam peak / inference peak, batched / per-candidate evaluation throughput, shared / per-candidate
+speed on multi-token batches. ``--only shared_context`` runs that phase alone.
 
 Memory: CUDA allocator peaks; on CPU the resident-set high-water mark, reset per phase, with
 freed memory returned to the OS between phases (gc + malloc_trim) so that one phase's freed
@@ -70,6 +75,97 @@ def make_batch(tokenizer, n: int, tokens: int, seed: int = 0) -> list[Example]:
             text += " " + rng.choice(words)
             ids = tokenizer(text.strip())["input_ids"]
         out.append(Example(text.strip() + " It was", (" terrible", " great"), rng.randrange(2)))
+    return out
+
+
+SHAPE_WORDS = ("the man woman dog child teacher city river house car door window storm light rain garden street "
+               "friend doctor letter money water fire book road phone game team music").split()
+SHAPE_VERBS = "opened lost found broke bought left painted cleaned sold carried watched called".split()
+NAMES = "Sarah Maria James Robert Jennifer Kevin Natalie Victoria Adam Logan Megan Rachel".split()
+
+
+def _phrase(rng, lo: int, hi: int) -> str:
+    words = []
+    for i in range(rng.randint(lo, hi)):
+        words.append(rng.choice(SHAPE_VERBS) if i % 3 == 1 else rng.choice(SHAPE_WORDS))
+    return " ".join(words)
+
+
+def make_multi_token_batch(shape: str, n: int, seed: int = 0) -> list[Example]:
+    """n examples shaped like COPA (premise + connective, two sentence choices) or WinoGrande (sentence split
+    at the blank, each option + the rest of the sentence), rendered by the tasks' MeZO templates."""
+    import random
+
+    from zobench.tasks import copa, winogrande
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        if shape == "copa":
+            record = {"premise": _phrase(rng, 6, 12).capitalize() + ".",
+                      "choices": tuple(_phrase(rng, 4, 8).capitalize() + "." for _ in range(2)),
+                      "question": rng.choice(["cause", "effect"]), "label": rng.randrange(2)}
+            out.append(copa.render(record, "mezo"))
+        elif shape == "winogrande":
+            a, b = rng.sample(NAMES, 2)
+            sentence = f"{a} {_phrase(rng, 5, 10)} than {b} so _ {_phrase(rng, 4, 8)}."
+            out.append(winogrande.render({"sentence": sentence, "options": (a, b), "label": rng.randrange(2)}, "mezo"))
+        else:
+            raise ValueError(f"unknown shape {shape!r}")
+    return out
+
+
+def shared_context_phase(model, tokenizer, device, args) -> dict:
+    """Shared-context vs per-candidate scoring on COPA- and WinoGrande-shaped batches: evaluation
+    (``candidate_scores`` over ``args.shared_examples`` examples, ``2 * batch_size`` pairs a forward) and the
+    classification loss of one training batch (no grad: a ZO forward), timed round-robin; the scores'
+    largest difference, whether predictions agree, and the padded tokens each path forwards."""
+    from zobench import scoring_shared
+    from zobench.scoring import Scorer
+
+    max_length = 2048
+    shared = Scorer(model, tokenizer, "causal", max_length, shared_context=True)
+    single = Scorer(model, tokenizer, "causal", max_length, shared_context=False)
+    out: dict = {"off_reason": shared.shared_context_off}
+    for shape in args.shared_shapes:
+        examples = make_multi_token_batch(shape, args.shared_examples, seed=2)
+        batch = examples[: args.batch_size]
+        eval_bs = 2 * args.batch_size
+        with torch.no_grad():
+            got, want = shared.candidate_scores(examples, eval_bs), single.candidate_scores(examples, eval_bs)
+        diff = max(abs(g - w) for gs, ws in zip(got, want) for g, w in zip(gs, ws))
+        argmax = lambda rows: [max(range(len(r)), key=r.__getitem__) for r in rows]  # noqa: E731
+        pairs = [(i, c) for i, ex in enumerate(batch) for c in range(len(ex.candidates))]
+        built = [shared._causal_sequence(batch[e].context, batch[e].candidates[c]) for e, c in pairs]
+        plan = scoring_shared.plan([q for q, _ in built], [k for _, k in built], [e for e, _ in pairs], min_saving=-1.0)
+        fns = {
+            "eval_shared": lambda: shared.candidate_scores(examples, eval_bs),
+            "eval_per_candidate": lambda: single.candidate_scores(examples, eval_bs),
+            "loss_shared": lambda: shared.loss(batch, "classification"),
+            "loss_per_candidate": lambda: single.loss(batch, "classification"),
+        }
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        with torch.no_grad():
+            for fn in fns.values():  # warm-up
+                fn()
+            for _ in range(args.repeats):  # round-robin, as the other phases
+                for k, fn in fns.items():
+                    times[k].append(timed(fn, device, 1, warmup=0))
+        res = {k + "_ms": statistics.median(v) for k, v in times.items()}
+        res.update({
+            "examples": len(examples), "train_batch": len(batch), "max_abs_mean_logprob_diff": diff,
+            "predictions_agree": argmax(got) == argmax(want),
+            "loss_padded_tokens_shared": plan.padded_tokens if plan else None,
+            "loss_padded_tokens_per_candidate": plan.per_candidate_tokens if plan else None,
+            "paths_shared_scorer": dict(shared.paths),
+        })
+        res["eval_speedup"] = res["eval_per_candidate_ms"] / res["eval_shared_ms"]
+        res["loss_speedup"] = res["loss_per_candidate_ms"] / res["loss_shared_ms"]
+        out[shape] = res
+        shared.paths.update(shared=0, per_candidate=0)
+        print(f"  shared_context {shape:10s} eval {res['eval_shared_ms']:8.1f} ms vs {res['eval_per_candidate_ms']:8.1f} ms "
+              f"(x{res['eval_speedup']:.2f}), loss {res['loss_shared_ms']:7.1f} vs {res['loss_per_candidate_ms']:7.1f} ms "
+              f"(x{res['loss_speedup']:.2f}), max |Δ| {diff:.1e}", flush=True)
     return out
 
 
@@ -155,6 +251,16 @@ def run(args) -> dict:
     scorer = Scorer(model, tokenizer, "causal", max_length=args.tokens + 8)
     batch = make_batch(tokenizer, args.batch_size, args.tokens)
     named = [(n, p) for n, p in model.named_parameters()]
+    if args.only == "shared_context":
+        res = {"model": source, "device": str(device), "threads": torch.get_num_threads(),
+               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpu_count": os.cpu_count(),
+               "torch": torch.__version__, "load_average_start": os.getloadavg()[0],
+               "batch": f"{args.batch_size} examples (training), {2 * args.batch_size} pairs (evaluation)"}
+        print(f"bench: {source} on {device}, shared_context phase only", flush=True)
+        res["shared_context"] = shared_context_phase(model, tokenizer, device, args)
+        res["ratios"] = shared_context_ratios(res["shared_context"])
+        res["load_average_end"] = os.getloadavg()[0]
+        return res
     loss = lambda: scorer.loss(batch, "lm")  # noqa: E731
     r = args.repeats
     res: dict = {"model": source, "device": str(device), "batch": f"{args.batch_size}x{args.tokens} tokens",
@@ -181,7 +287,8 @@ def run(args) -> dict:
 
     phases = {"two_forwards": two_forwards}
     for dist in args.distributions:
-        zo_opt = ZOOptimizer(named, SPSA(), lr=1e-9, eps=1e-3, seed=0, distribution=dist)
+        stream, _, d = dist.rpartition(":")  # "philox:gaussian": the Philox stream (optim/philox.py)
+        zo_opt = ZOOptimizer(named, SPSA(direction_stream=stream or "chunked"), lr=1e-9, eps=1e-3, seed=0, distribution=d)
         phases[f"zo_sgd_{dist}"] = lambda o=zo_opt: o.step(timed_loss)
     phases["mezo_ref"] = lambda: mezo_reference_step(named, loss, 1e-9, 1e-3, 0.0, 1)
     fo_sgd = FOOptimizer(named, torch.optim.SGD, lr=1e-9)
@@ -216,6 +323,8 @@ def run(args) -> dict:
     res["eval"] = {"examples": len(eval_examples), "batched_ms": batched_ms, "per_candidate_ms": single_ms,
                    "predictions_agree": agree}
 
+    res["shared_context"] = shared_context_phase(model, tokenizer, device, args)
+
     two_fwd = res["two_forwards"]["time_ms"]
     zo = res["zo_sgd_gaussian"]
     ratios = {
@@ -231,9 +340,19 @@ def run(args) -> dict:
     for dist in args.distributions:  # the step against its own two forwards: what RNG and updates add
         zo_d = res[f"zo_sgd_{dist}"]
         ratios[f"zo_step_{dist}_over_its_own_forwards"] = zo_d["time_ms"] / zo_d["forward_ms_in_step"]
+    ratios.update(shared_context_ratios(res["shared_context"]))
     res["ratios"] = ratios
     res["load_average_end"] = os.getloadavg()[0]
     return res
+
+
+def shared_context_ratios(phase: dict) -> dict:
+    ratios = {}
+    for shape, r in phase.items():
+        if isinstance(r, dict):
+            ratios[f"shared_over_per_candidate_eval_throughput_{shape}"] = r["eval_speedup"]
+            ratios[f"shared_over_per_candidate_loss_speed_{shape}"] = r["loss_speedup"]
+    return ratios
 
 
 # (ratio, target on CPU, target on GPU, better when) — from the performance issue
@@ -251,15 +370,33 @@ def markdown(res: dict) -> str:
     gpu = res["device"].startswith("cuda")
     lines = [f"`make bench` — {res['model']}, {res['device']} ({res['machine']}, {res['cpu_count']} cores, "
              f"{res['threads']} threads), batch {res['batch']}, torch {res['torch']}, {res['date']}; "
-             f"load average {res['load_average_start']:.2f} → {res['load_average_end']:.2f}", "",
-             "| phase | median time (ms) | peak memory (MiB) |", "|---|---:|---:|"]
+             f"load average {res['load_average_start']:.2f} → {res['load_average_end']:.2f}", ""]
+    if "two_forwards" in res:
+        lines += ["| phase | median time (ms) | peak memory (MiB) |", "|---|---:|---:|"]
     for name in ("two_forwards", "zo_sgd_gaussian", "zo_sgd_rademacher", "mezo_ref", "fo_sgd", "fo_adam"):
         if name in res:
             lines.append(f"| {name} | {res[name]['time_ms']:.0f} | {res[name]['peak_bytes'] / 2**20:.0f} |")
-    ev = res["eval"]
-    lines += ["", f"Evaluation of {ev['examples']} two-way examples: batched {ev['batched_ms']:.0f} ms, "
-              f"one forward per candidate {ev['per_candidate_ms']:.0f} ms (same predictions: {ev['predictions_agree']}).",
-              "", "| ratio | measured | target | met |", "|---|---:|---:|:---:|"]
+    if "eval" in res:
+        ev = res["eval"]
+        lines += ["", f"Evaluation of {ev['examples']} two-way examples: batched {ev['batched_ms']:.0f} ms, "
+                  f"one forward per candidate {ev['per_candidate_ms']:.0f} ms (same predictions: {ev['predictions_agree']})."]
+    if "shared_context" in res:
+        lines += ["", "Multi-token candidates, shared context (one packed row per example) vs one sequence per candidate "
+                  "(MeZO templates; evaluation: candidate scores of every example; loss: the classification loss of "
+                  "one training batch, no grad):", "",
+                  "| shape | eval shared (ms) | eval per-candidate (ms) | loss shared (ms) | loss per-candidate (ms) "
+                  "| padded tokens (loss batch) | max abs Δ mean log-prob | same predictions |",
+                  "|---|---:|---:|---:|---:|---:|---:|:---:|"]
+        for shape, r in res["shared_context"].items():
+            if isinstance(r, dict):
+                tokens = (f"{r['loss_padded_tokens_shared']} vs {r['loss_padded_tokens_per_candidate']}"
+                          if r["loss_padded_tokens_shared"] is not None else "–")
+                lines.append(f"| {shape} | {r['eval_shared_ms']:.0f} | {r['eval_per_candidate_ms']:.0f} | "
+                             f"{r['loss_shared_ms']:.0f} | {r['loss_per_candidate_ms']:.0f} | {tokens} | "
+                             f"{r['max_abs_mean_logprob_diff']:.1e} | {r['predictions_agree']} |")
+        if res["shared_context"].get("off_reason"):
+            lines.append(f"\nShared context off for this model: {res['shared_context']['off_reason']}.")
+    lines += ["", "| ratio | measured | target | met |", "|---|---:|---:|:---:|"]
     for key, value in res["ratios"].items():
         if key in TARGETS:
             cpu_t, gpu_t, better = TARGETS[key]
@@ -281,9 +418,16 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--eval-examples", type=int, default=16)
     parser.add_argument("--tiny", action="store_true", help="a tiny random model (the bench's own test)")
-    parser.add_argument("--distributions", nargs="+", default=["gaussian", "rademacher"])
+    parser.add_argument("--distributions", nargs="+",
+                        default=["gaussian", "rademacher", "philox:gaussian", "philox:rademacher"],
+                        help="ZO directions to time; STREAM:DIST picks a direction stream (philox:gaussian)")
+    parser.add_argument("--shared-examples", type=int, default=None,
+                        help="examples per shape in the shared-context phase's evaluation (default: 2 x --eval-examples)")
+    parser.add_argument("--shared-shapes", nargs="+", default=["copa", "winogrande"], choices=["copa", "winogrande"])
+    parser.add_argument("--only", choices=["shared_context"], default=None, help="run this phase alone")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench.json")
     args = parser.parse_args(argv)
+    args.shared_examples = args.shared_examples or 2 * args.eval_examples
     res = run(args)
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,15 @@ Streams (``optimizer.direction_stream``, ZO-SGD family only):
               the same seed then perturb along the same z. ZO-Bench's trainer draws the same way.
               Cost: z_i is drawn whole (a temporary the size of the largest tensor, as in MeZO), and a
               sweep must visit every tensor in order (no block or sparse masks).
+  philox      counter-based (zobench.optim.philox): element k of z(s) on tensor i is a pure function of
+              (s, i, k) — Philox4x32-10 keyed by s, Box–Muller on its words (Rademacher: its bits). Chunks as
+              ``chunked`` (any chunk alone, in any order; the values do not even depend on CHUNK), but drawn by
+              several threads and, on CPU, fused with the update θ += c·z by a compiled kernel (z never
+              written to memory), built on first use; a pure-torch implementation gives the same numbers bit
+              for bit where it cannot be built, and on CUDA (so CPU and GPU runs draw the same z). Same step
+              seeds as ``chunked`` (mix(seed, t), then mix(s_t, j)); other numbers, so a run replays only
+              with the stream it ran with. Distribution names ``philox:gaussian``, ``philox:rademacher``
+              (``stream_distribution``) carry the stream through the sweeps.
 """
 from __future__ import annotations
 
@@ -36,9 +45,12 @@ from typing import Mapping, Protocol
 import numpy as np
 import torch
 
+from zobench.optim import philox
+
 DISTRIBUTIONS = ("gaussian", "rademacher")
-STREAMS = ("chunked", "mezo")
+STREAMS = ("chunked", "mezo", "philox")
 MEZO = "mezo"  # the distribution name sweeps pass for MeZO's stream (Gaussian, drawn as MeZO draws it)
+PHILOX = "philox"  # the counter-based stream; its distribution names are "philox:<direction>"
 CHUNK = 1 << 22  # elements drawn per generator seeding: 4 Mi (16 MiB in fp32)
 
 _MASK64 = (1 << 64) - 1
@@ -60,6 +72,26 @@ def mix(*parts: int) -> int:
     for p in parts:
         h = splitmix64(h ^ (int(p) & _MASK64))
     return h >> 1  # torch seeds must fit in a signed 64-bit integer
+
+
+def stream_distribution(stream: str, direction: str = "gaussian") -> str:
+    """The distribution name the sweeps pass around for ``optimizer.direction_stream`` = stream and
+    ``optimizer.direction`` = direction: the direction itself (chunked), ``mezo``, or ``philox:<direction>``."""
+    if stream == MEZO:
+        return MEZO
+    if stream == PHILOX:
+        return f"{PHILOX}:{direction}"
+    return direction
+
+
+def philox_kind(distribution: str) -> str | None:
+    """``gaussian`` / ``rademacher`` for a Philox-stream distribution name, None for the others."""
+    if distribution.startswith(PHILOX + ":"):
+        kind = distribution[len(PHILOX) + 1:]
+        if kind not in DISTRIBUTIONS:
+            raise ValueError(f"optimizer.direction={kind!r}: choose one of {', '.join(DISTRIBUTIONS)}")
+        return kind
+    return None
 
 
 def _generator(device: torch.device) -> torch.Generator:
@@ -91,6 +123,9 @@ def draw(seed: int, index: int, chunk: int, n: int, device: torch.device, dtype:
     """Chunk ``chunk`` (``n`` elements, flat) of z(seed) restricted to tensor ``index``."""
     if distribution == MEZO:
         return _draw_mezo(seed, index, n, device, dtype)
+    kind = philox_kind(distribution)
+    if kind is not None:  # elements chunk·CHUNK ... of the tensor's counter-based z
+        return philox.generate(seed, index, chunk * CHUNK, n, device, dtype, kind)
     gen = _generator(device)
     gen.manual_seed(mix(seed, index, chunk))
     if distribution == "gaussian":
@@ -191,6 +226,25 @@ def draw_masked(seed: int, index: int, chunk: int, start: int, n: int, device: t
 
 
 @torch.no_grad()
+def add_direction_(part: torch.Tensor, seed: int, index: int, chunk: int, start: int, scale: float,
+                   distribution: str = "gaussian", mask: Mask | None = None) -> bool:
+    """part ← part + scale · (z(seed) ⊙ m) on chunk ``chunk`` of tensor ``index`` (``part``: its elements from
+    ``start``, flat, in place); False where the mask leaves the tensor out (nothing drawn).
+
+    Philox stream, no mask: drawn and added in one pass (zobench.optim.philox.add_: on CPU z is never
+    materialized; the increment is fl32(fl32(scale)·z)). Otherwise ``draw_masked`` then ``add_(z, alpha=scale)``."""
+    kind = philox_kind(distribution)
+    if kind is not None and mask is None:
+        philox.add_(part, seed, index, chunk * CHUNK, scale, kind)
+        return True
+    z = draw_masked(seed, index, chunk, start, part.numel(), part.device, part.dtype, distribution, mask)
+    if z is None:
+        return False
+    part.add_(z, alpha=scale)
+    return True
+
+
+@torch.no_grad()
 def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]], distribution: str = "gaussian",
                   masks: Mapping[int, Mask] | None = None) -> None:
     """θ ← θ + Σ_j scale_j · z(seed_j) for ``moves`` = [(seed_j, scale_j)], in one sweep.
@@ -209,7 +263,7 @@ def perturb_many_(params: list[torch.Tensor], moves: list[tuple[int, float]], di
         for c, a, b in chunk_bounds(view.numel(), distribution):
             part = view[a:b]
             for s, scale in live:
-                part.add_(draw_masked(s, i, c, a, b - a, p.device, p.dtype, distribution, masks.get(s)), alpha=scale)
+                add_direction_(part, s, i, c, a, scale, distribution, masks.get(s))
 
 
 def perturb_(params: list[torch.Tensor], seed: int, scale: float, distribution: str = "gaussian") -> None:

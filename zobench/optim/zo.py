@@ -27,7 +27,8 @@ one advances the moments and none returns to θ: that is the trajectory ZO-Bench
 
 ``optimizer.direction_stream=mezo`` (SPSA, q = 1): the step seed is MeZO's s_t (np.random.randint
 after np.random.seed(seed)) and z is drawn as MeZO draws it (zobench.optim.directions); the
-chunked default uses s_t = mix(seed, t).
+chunked default uses s_t = mix(seed, t). ``direction_stream=philox`` (SPSA): the same seeds as chunked,
+z from the counter-based generator (zobench.optim.philox), whose draw and axpy are one fused pass.
 
 Half precision (fp16/bf16, as MeZO and BSZO run large models): the perturbations are applied in
 place, so θ + εz − 2εz + εz is rounded to θ's grid at every move; where ε|z| is below ulp(θ)
@@ -47,7 +48,8 @@ import torch
 from zobench.errors import ConfigError
 from zobench.optim.closure import batch_loss, check_micro_batches
 from zobench.optim.decay import decays
-from zobench.optim.directions import DISTRIBUTIONS, MEZO, MezoSeeds, chunk_bounds, draw_masked, flat, mix
+from zobench.optim.directions import (DISTRIBUTIONS, MEZO, PHILOX, STREAMS, MezoSeeds, add_direction_, chunk_bounds,
+                                      draw_masked, flat, mix, stream_distribution)
 from zobench.optim.directions import draw  # noqa: F401 (tests/test_zo_sgd.py patches zo.draw)
 from zobench.optim.estimate import SeedEstimate
 from zobench.optim.schedule import lr_factor
@@ -55,7 +57,8 @@ from zobench.optim.transforms import HFAdam, Identity
 
 
 VARIANTS = ("paper", "zobench_code")
-STREAM_ESTIMATORS = ("SPSA",)  # direction_stream=mezo: plain SPSA (no block or sparse masks), q = 1
+STREAM_ESTIMATORS = ("SPSA", "HiZOO")  # direction_stream=mezo: plain SPSA (no block or sparse masks), q = 1
+PHILOX_ESTIMATORS = ("SPSA",)  # direction_stream=philox: the estimators whose sweeps were checked with it
 
 
 def check_config(opt) -> None:
@@ -74,8 +77,19 @@ def check_config(opt) -> None:
                           "runs it as the paper states; choose optimizer.variant=paper (zobench_code exists for "
                           "zo_sgd_sign, zo_sgd_cons and fo_sgd).")
     stream = opt.get("direction_stream", "chunked")
-    if stream not in ("chunked", MEZO):
-        raise bad_choice("optimizer.direction_stream", stream, ("chunked", MEZO))
+    if stream not in STREAMS:
+        raise bad_choice("optimizer.direction_stream", stream, STREAMS)
+    if stream == PHILOX:  # any q, direction, one-sided or sign: only the numbers change; the estimator must follow
+        est = opt.get("estimator") or {}
+        kind = str(est.get("_target_", "")).rsplit(".", 1)[-1]
+        if opt.get("family") not in ("zo", "hybrid") or kind not in PHILOX_ESTIMATORS:
+            raise ConfigError(f"optimizer.direction_stream='philox' is not allowed with optimizer={opt.name} "
+                              f"({kind or opt.get('family')}): its estimator draws from the chunked stream only; the "
+                              "philox stream is for the SPSA estimator (zo_sgd, zo_sgd_sign, zo_sgd_cons, zo_sgd_mmt, "
+                              "zo_adam); choose optimizer.direction_stream=chunked.")
+        if est.get("direction_stream", "chunked") != PHILOX:
+            raise ConfigError("optimizer.estimator.direction_stream must follow optimizer.direction_stream "
+                              "(${..direction_stream}, as conf/optimizer/zo_sgd.yaml has it).")
     if stream == MEZO:
         est = opt.get("estimator") or {}
         kind = str(est.get("_target_", "")).rsplit(".", 1)[-1]
@@ -123,6 +137,8 @@ class ZOOptimizer:
                 raise ConfigError(f"optimizer.direction={distribution!r} is not allowed with optimizer.direction_stream=mezo: "
                                   "choose gaussian (MeZO draws z with torch.normal).")
             distribution = MEZO
+        elif self.direction_stream != "chunked":  # philox: "philox:gaussian" / "philox:rademacher"
+            distribution = stream_distribution(self.direction_stream, distribution)
         self.distribution = estimator.distribution = distribution  # z ~ N(0, I) or Rademacher, everywhere
         self.seed, self.t = seed, 0
         self.mezo_seeds = MezoSeeds(seed) if self.direction_stream == MEZO else None
@@ -188,10 +204,10 @@ class ZOOptimizer:
                     for s, coeff in zip(est.seeds, est.coeffs):
                         weights[s] = weights.get(s, 0.0) + to * coeff
                     for s, w in weights.items():
-                        # MeZO's stream is sequential: every tensor is drawn, even at weight 0
-                        z = draw_masked(s, i, c, a, n, p.device, p.dtype, dist, masks.get(s)) if w or dist == MEZO else None
-                        if z is not None:  # a folded weight past the dtype's range (a diverging run) saturates
-                            part.add_(z, alpha=max(-fmax, min(fmax, w)))
+                        # MeZO's stream is sequential: every tensor is drawn, even at weight 0; a folded weight
+                        # past the dtype's range (a diverging run) saturates. Philox: drawn and added in one pass.
+                        if w or dist == MEZO:
+                            add_direction_(part, s, i, c, a, max(-fmax, min(fmax, w)), dist, masks.get(s))
                     continue
                 g = None
                 for s, coeff in zip(est.seeds, est.coeffs):

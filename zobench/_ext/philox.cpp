@@ -1,0 +1,469 @@
+// Counter-based random directions for zobench (optimizer.direction_stream=philox): Philox4x32-10 + Box–Muller.
+//
+// The numbers are defined in zobench/optim/philox.py, which also holds a pure-torch implementation of the same
+// arithmetic; the two must agree bit for bit (tests/test_directions_fast.py). Every floating-point operation
+// here is one correctly rounded IEEE-754 binary32 operation (+, -, *, sqrt, int -> float of an exact integer),
+// written in the order the torch code performs it: the file MUST be compiled with -ffp-contract=off (no fused
+// multiply-add) and without -ffast-math. No libm call is made: log, sin and cos are polynomials evaluated here.
+// SIMD: Philox rounds hand-written for AVX-512 and AVX2 (vpmuludq), the rest vectorized by the compiler in
+// one copy of the tile loop per instruction set, chosen at run time (the numbers are the same in each).
+//
+// Layout (Gaussian): element k of tensor `index` comes from Philox block b = 16*(k/64) + k%16, word
+// w = (k/16)%4, with counter (b mod 2^32, b / 2^32, index, 0) and key (seed mod 2^32, seed / 2^32).
+// Words (x0, x1) give elements w = 0, 1 (radius from x0, angle from x1); (x2, x3) give w = 2, 3.
+// Rademacher: element k is bit k%32 of word (k/32)%4 of block b = k/128, counter (b lo, b hi, index, 1).
+//
+// Entry point: zb_philox (C ABI, loaded with ctypes). Threads: OpenMP over tiles of 1024 elements; each
+// element depends only on (seed, index, k), so the thread count never changes a number.
+#include <cstdint>
+#include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ZB_NO_SIMD)
+#include <immintrin.h>
+#define ZB_X86 1  // hand-written Philox rounds for AVX-512 and AVX2, picked at run time
+#define ZB_TARGET(isa) __attribute__((target(isa)))
+#endif
+
+#if defined(__FLT16_MAX__)
+#define ZB_HAVE_F16 1  // float16 tensors handled here (GCC >= 12, clang >= 15 on x86-64 and arm64)
+#endif
+
+#define ZB_INLINE inline __attribute__((always_inline))
+
+namespace {
+
+constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;  // Philox4x32 multipliers (Salmon et al. 2011)
+constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;  // Weyl key increments
+constexpr int TILE = 1024;                               // elements per tile (one thread's unit of work)
+constexpr int TILE_BLOCKS = 256;                         // Philox blocks per Gaussian tile
+
+// log: Cephes logf (S. Moshier), coefficients as binary32.
+constexpr float LP0 = 7.0376836292E-2f, LP1 = -1.1514610310E-1f, LP2 = 1.1676998740E-1f,
+                LP3 = -1.2420140846E-1f, LP4 = 1.4249322787E-1f, LP5 = -1.6668057665E-1f,
+                LP6 = 2.0000714765E-1f, LP7 = -2.4999993993E-1f, LP8 = 3.3333331174E-1f;
+constexpr float SQRTHF = 0.707106769084930419921875f, LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+// sin(pi/2 t) = t (S1 + t^2 (S3 + t^2 (S5 + t^2 S7))), cos(pi/2 t) = 1 + t^2 (C2 + ...), t in [0, 1/2]
+// (minimax fits, max error 1.7 ulp (sin) and 1.2 ulp (cos) over every t the generator uses).
+constexpr float S1 = 1.5707963705062866f, S3 = -0.6459634900093079f, S5 = 0.07968003302812576f,
+                S7 = -0.004601661115884781f;
+constexpr float C2 = -1.2337005138397217f, C4 = 0.25366923213005066f, C6 = -0.02086016535758972f,
+                C8 = 0.0009037667186930776f;
+
+ZB_INLINE float bits_to_float(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+ZB_INLINE uint32_t float_to_bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
+
+// Philox4x32-10 of counters (c0[j], c1[j], index, tag), j in [0, nb): the reference code (any CPU).
+void philox_scalar(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int nb, uint32_t index,
+                   uint32_t tag, uint32_t k0, uint32_t k1, uint32_t* __restrict x0, uint32_t* __restrict x1,
+                   uint32_t* __restrict x2, uint32_t* __restrict x3) {
+  for (int j = 0; j < nb; ++j) {
+    uint32_t c0 = c0in[j], c1 = c1in[j], c2 = index, c3 = tag, kk0 = k0, kk1 = k1;
+    for (int r = 0; r < 10; ++r) {
+      const uint64_t p0 = (uint64_t)M0 * c0, p1 = (uint64_t)M1 * c2;
+      const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ kk0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ kk1;
+      c1 = (uint32_t)p1;
+      c3 = (uint32_t)p0;
+      c0 = n0;
+      c2 = n2;
+      kk0 += W0;
+      kk1 += W1;
+    }
+    x0[j] = c0; x1[j] = c1; x2[j] = c2; x3[j] = c3;
+  }
+}
+
+#ifdef ZB_X86
+// The same rounds, SIMD: each 64-bit lane holds one counter word in its low half. vpmuludq multiplies the low
+// halves only, so a product's high half needs no masking (the low half of a product is the next c1 / c3
+// as it stands); V independent vectors per step keep the multiplier busy.
+template <int V>
+ZB_TARGET("avx512f") inline int philox_avx512_v(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in,
+                                                int j, int nb, uint32_t index, uint32_t tag, uint32_t k0,
+                                                uint32_t k1, uint32_t* __restrict x0, uint32_t* __restrict x1,
+                                                uint32_t* __restrict x2, uint32_t* __restrict x3) {
+  const __m512i m0 = _mm512_set1_epi64(M0), m1 = _mm512_set1_epi64(M1);
+  for (; j + 8 * V <= nb; j += 8 * V) {
+    __m512i c0[V], c1[V], c2[V], c3[V];
+    for (int v = 0; v < V; ++v) {
+      c0[v] = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i*)(c0in + j + 8 * v)));
+      c1[v] = _mm512_cvtepu32_epi64(_mm256_loadu_si256((const __m256i*)(c1in + j + 8 * v)));
+      c2[v] = _mm512_set1_epi64(index);
+      c3[v] = _mm512_set1_epi64(tag);
+    }
+    uint32_t kk0 = k0, kk1 = k1;
+    for (int r = 0; r < 10; ++r) {
+      const __m512i K0 = _mm512_set1_epi64(kk0), K1 = _mm512_set1_epi64(kk1);
+      for (int v = 0; v < V; ++v) {
+        const __m512i p0 = _mm512_mul_epu32(c0[v], m0), p1 = _mm512_mul_epu32(c2[v], m1);
+        c0[v] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1[v], K0, 0x96);  // hi1 ^ c1 ^ k0
+        c2[v] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p0, 32), c3[v], K1, 0x96);  // hi0 ^ c3 ^ k1
+        c1[v] = p1;  // lo1 (and hi1 above it)
+        c3[v] = p0;  // lo0
+      }
+      kk0 += W0;
+      kk1 += W1;
+    }
+    for (int v = 0; v < V; ++v) {
+      _mm256_storeu_si256((__m256i*)(x0 + j + 8 * v), _mm512_cvtepi64_epi32(c0[v]));
+      _mm256_storeu_si256((__m256i*)(x1 + j + 8 * v), _mm512_cvtepi64_epi32(c1[v]));
+      _mm256_storeu_si256((__m256i*)(x2 + j + 8 * v), _mm512_cvtepi64_epi32(c2[v]));
+      _mm256_storeu_si256((__m256i*)(x3 + j + 8 * v), _mm512_cvtepi64_epi32(c3[v]));
+    }
+  }
+  return j;
+}
+
+ZB_TARGET("avx512f") void philox_avx512(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int nb,
+                                        uint32_t index, uint32_t tag, uint32_t k0, uint32_t k1,
+                                        uint32_t* __restrict x0, uint32_t* __restrict x1, uint32_t* __restrict x2,
+                                        uint32_t* __restrict x3) {
+  int j = philox_avx512_v<4>(c0in, c1in, 0, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  j = philox_avx512_v<1>(c0in, c1in, j, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  philox_scalar(c0in + j, c1in + j, nb - j, index, tag, k0, k1, x0 + j, x1 + j, x2 + j, x3 + j);
+}
+
+template <int V>
+ZB_TARGET("avx2") inline int philox_avx2_v(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int j,
+                                           int nb, uint32_t index, uint32_t tag, uint32_t k0, uint32_t k1,
+                                           uint32_t* __restrict x0, uint32_t* __restrict x1, uint32_t* __restrict x2,
+                                           uint32_t* __restrict x3) {
+  const __m256i m0 = _mm256_set1_epi64x(M0), m1 = _mm256_set1_epi64x(M1);
+  const __m256i low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);  // the low halves of four 64-bit lanes
+  for (; j + 4 * V <= nb; j += 4 * V) {
+    __m256i c0[V], c1[V], c2[V], c3[V];
+    for (int v = 0; v < V; ++v) {
+      c0[v] = _mm256_cvtepu32_epi64(_mm_loadu_si128((const __m128i*)(c0in + j + 4 * v)));
+      c1[v] = _mm256_cvtepu32_epi64(_mm_loadu_si128((const __m128i*)(c1in + j + 4 * v)));
+      c2[v] = _mm256_set1_epi64x(index);
+      c3[v] = _mm256_set1_epi64x(tag);
+    }
+    uint32_t kk0 = k0, kk1 = k1;
+    for (int r = 0; r < 10; ++r) {
+      const __m256i K0 = _mm256_set1_epi64x(kk0), K1 = _mm256_set1_epi64x(kk1);
+      for (int v = 0; v < V; ++v) {
+        const __m256i p0 = _mm256_mul_epu32(c0[v], m0), p1 = _mm256_mul_epu32(c2[v], m1);
+        c0[v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1[v]), K0);
+        c2[v] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c3[v]), K1);
+        c1[v] = p1;
+        c3[v] = p0;
+      }
+      kk0 += W0;
+      kk1 += W1;
+    }
+    for (int v = 0; v < V; ++v) {
+      _mm_storeu_si128((__m128i*)(x0 + j + 4 * v), _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c0[v], low)));
+      _mm_storeu_si128((__m128i*)(x1 + j + 4 * v), _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c1[v], low)));
+      _mm_storeu_si128((__m128i*)(x2 + j + 4 * v), _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c2[v], low)));
+      _mm_storeu_si128((__m128i*)(x3 + j + 4 * v), _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c3[v], low)));
+    }
+  }
+  return j;
+}
+
+ZB_TARGET("avx2") void philox_avx2(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int nb,
+                                   uint32_t index, uint32_t tag, uint32_t k0, uint32_t k1, uint32_t* __restrict x0,
+                                   uint32_t* __restrict x1, uint32_t* __restrict x2, uint32_t* __restrict x3) {
+  int j = philox_avx2_v<4>(c0in, c1in, 0, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  j = philox_avx2_v<1>(c0in, c1in, j, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  philox_scalar(c0in + j, c1in + j, nb - j, index, tag, k0, k1, x0 + j, x1 + j, x2 + j, x3 + j);
+}
+#endif
+
+// sqrt(-2 ln u), u = (2^24 - (x >> 8)) 2^-24 in (0, 1]: at most 5.77. Selections are written on bits
+// (branch-free) so that the compiler vectorizes the loops that call this.
+ZB_INLINE float radius(uint32_t x) {
+  const float u = (float)(int32_t)(0x1000000u - (x >> 8)) * 5.9604644775390625e-08f;  // exact
+  const uint32_t bits = float_to_bits(u);
+  const float m = bits_to_float((bits & 0x7FFFFFu) | 0x3F000000u);  // u = m 2^e, m in [1/2, 1)
+  const uint32_t small = m < SQRTHF ? 1u : 0u;                        // then u = (2m) 2^(e-1)
+  const int32_t e = (int32_t)(bits >> 23) - 126 - (int32_t)small;
+  const float m2 = m + m;
+  const uint32_t sel = 0u - small;
+  const float f = bits_to_float((float_to_bits(m2) & sel) | (float_to_bits(m) & ~sel)) - 1.0f;
+  const float z = f * f;
+  float y = LP0 * f;
+  y = y + LP1; y = y * f;
+  y = y + LP2; y = y * f;
+  y = y + LP3; y = y * f;
+  y = y + LP4; y = y * f;
+  y = y + LP5; y = y * f;
+  y = y + LP6; y = y * f;
+  y = y + LP7; y = y * f;
+  y = y + LP8; y = y * f;
+  y = y * z;
+  const float fe = (float)e;
+  y = y + LN2_LO * fe;
+  y = y + (-0.5f) * z;
+  float l = f + y;
+  l = l + LN2_HI * fe;  // ln u
+  return __builtin_sqrtf(l * -2.0f);
+}
+
+// (sin, cos) of 2 pi (x >> 8) 2^-24, the quadrant and the reflection taken exactly on the integer.
+ZB_INLINE void sincos_turn(uint32_t x, float& s, float& c) {
+  const uint32_t k = x >> 8, q = k >> 22, f = k & 0x3FFFFFu;
+  const uint32_t refl = f > 0x200000u ? 1u : 0u;
+  const uint32_t fr = refl ? 0x400000u - f : f;
+  const float t = (float)(int32_t)fr * 2.384185791015625e-07f;  // exact, in [0, 1/2]
+  const float t2 = t * t;
+  float sp = S7 * t2;
+  sp = sp + S5; sp = sp * t2;
+  sp = sp + S3; sp = sp * t2;
+  sp = sp + S1; sp = sp * t;
+  float cp = C8 * t2;
+  cp = cp + C6; cp = cp * t2;
+  cp = cp + C4; cp = cp * t2;
+  cp = cp + C2; cp = cp * t2;
+  cp = cp + 1.0f;
+  const uint32_t swap = 0u - ((refl ^ q) & 1u);  // all ones: sin <- cp, cos <- sp
+  const uint32_t sb = float_to_bits(sp), cb = float_to_bits(cp);
+  const uint32_t ab = (cb & swap) | (sb & ~swap), bb = (sb & swap) | (cb & ~swap);
+  s = bits_to_float(ab ^ ((q & 2u) << 30));          // negated in quadrants 2, 3
+  c = bits_to_float(bb ^ (((q + 1u) & 2u) << 30));   // negated in quadrants 1, 2
+}
+
+ZB_INLINE uint16_t to_bf16(float f) {  // round to nearest even, as c10::BFloat16
+  const uint32_t b = float_to_bits(f);
+  if ((b & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
+  return (uint16_t)((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+}
+ZB_INLINE float from_bf16(uint16_t h) { return bits_to_float((uint32_t)h << 16); }
+
+using PhiloxFn = void (*)(const uint32_t*, const uint32_t*, int, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t*,
+                          uint32_t*, uint32_t*, uint32_t*);
+
+struct Job {
+  void* out;
+  int dtype;  // 0 float32, 1 float64, 2 bfloat16, 3 float16
+  int mode;   // 0: out = z (cast to dtype), 1: out += (float)(z * scale)
+  int64_t n, first;
+  uint32_t k0, k1, index;
+  int dist;   // 0 Gaussian, 1 Rademacher
+  float scale;
+  int64_t unit0;  // first group (Gaussian) / block (Rademacher) of the range
+};
+
+// Philox words of blocks [b0, b0 + nb) (the counter's low word may wrap into the high one).
+ZB_INLINE void blocks(PhiloxFn philox, uint64_t b0, int nb, uint32_t index, uint32_t tag, uint32_t k0, uint32_t k1,
+                      uint32_t* x0, uint32_t* x1, uint32_t* x2, uint32_t* x3) {
+  alignas(64) uint32_t c0[TILE_BLOCKS], c1[TILE_BLOCKS];
+  for (int j = 0; j < nb; ++j) {
+    const uint64_t b = b0 + (uint64_t)j;
+    c0[j] = (uint32_t)b;
+    c1[j] = (uint32_t)(b >> 32);
+  }
+  philox(c0, c1, nb, index, tag, k0, k1, x0, x1, x2, x3);
+}
+
+// The Gaussian values of elements [64 g0, 64 (g0 + ng)) into z (ng <= 16): group g holds the 16 values of
+// word 0 of its blocks, then those of words 1, 2, 3 (16 lanes: one AVX-512 vector, two AVX2 ones).
+ZB_INLINE void gaussian_tile(PhiloxFn philox, uint64_t g0, int ng, uint32_t index, uint32_t k0, uint32_t k1,
+                             float* __restrict z) {
+  alignas(64) uint32_t x0[TILE_BLOCKS], x1[TILE_BLOCKS], x2[TILE_BLOCKS], x3[TILE_BLOCKS];
+  blocks(philox, 16 * g0, 16 * ng, index, 0u, k0, k1, x0, x1, x2, x3);
+  for (int g = 0; g < ng; ++g) {
+    float* __restrict zg = z + 64 * g;
+    const int o = 16 * g;
+    for (int l = 0; l < 16; ++l) {
+      float s, c;
+      const float r0 = radius(x0[o + l]);
+      sincos_turn(x1[o + l], s, c);
+      zg[l] = r0 * c;
+      zg[16 + l] = r0 * s;
+      const float r2 = radius(x2[o + l]);
+      sincos_turn(x3[o + l], s, c);
+      zg[32 + l] = r2 * c;
+      zg[48 + l] = r2 * s;
+    }
+  }
+}
+
+// The +-1 values of elements [128 b0, 128 (b0 + nb)) into z (nb <= 8).
+ZB_INLINE void rademacher_tile(PhiloxFn philox, uint64_t b0, int nb, uint32_t index, uint32_t k0, uint32_t k1,
+                               float* __restrict z) {
+  alignas(64) uint32_t x[4][TILE_BLOCKS];
+  blocks(philox, b0, nb, index, 1u, k0, k1, x[0], x[1], x[2], x[3]);
+  for (int j = 0; j < nb; ++j)
+    for (int w = 0; w < 4; ++w) {
+      const uint32_t word = x[w][j];
+      float* zw = z + 128 * j + 32 * w;
+      for (int i = 0; i < 32; ++i) zw[i] = bits_to_float(0x3F800000u | ((~(word >> i) & 1u) << 31));  // +-1
+    }
+}
+
+template <typename Store>
+ZB_INLINE void apply(const float* __restrict z, int64_t n, Store store) {
+  for (int64_t i = 0; i < n; ++i) store(i, z[i]);
+}
+
+// Tiles [t0, t1) of the job: draw each tile's values, then write or add them.
+ZB_INLINE void run_tiles(PhiloxFn philox, const Job& a, int64_t t0, int64_t t1) {
+  alignas(64) float z[TILE];
+  const int64_t upt = a.dist == 0 ? 16 : 8, usize = a.dist == 0 ? 64 : 128;  // units per tile, unit size
+  const int64_t end = a.first + a.n;
+  const int64_t unit_end = (end + usize - 1) / usize;
+  const float s = a.scale;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t u0 = a.unit0 + t * upt;
+    const int nu = (int)((unit_end - u0) < upt ? (unit_end - u0) : upt);
+    if (a.dist == 0) gaussian_tile(philox, (uint64_t)u0, nu, a.index, a.k0, a.k1, z);
+    else rademacher_tile(philox, (uint64_t)u0, nu, a.index, a.k0, a.k1, z);
+    const int64_t tf = u0 * usize;
+    const int64_t lo = tf > a.first ? tf : a.first, hi = tf + nu * usize < end ? tf + nu * usize : end;
+    const float* zs = z + (lo - tf);
+    const int64_t m = hi - lo, o0 = lo - a.first;
+    if (a.mode == 0) {
+      switch (a.dtype) {
+        case 0: { float* o = (float*)a.out + o0; apply(zs, m, [o](int64_t i, float v) { o[i] = v; }); break; }
+        case 1: { double* o = (double*)a.out + o0; apply(zs, m, [o](int64_t i, float v) { o[i] = (double)v; }); break; }
+        case 2: { uint16_t* o = (uint16_t*)a.out + o0; apply(zs, m, [o](int64_t i, float v) { o[i] = to_bf16(v); }); break; }
+#ifdef ZB_HAVE_F16
+        case 3: { _Float16* o = (_Float16*)a.out + o0; apply(zs, m, [o](int64_t i, float v) { o[i] = (_Float16)v; }); break; }
+#endif
+      }
+    } else {
+      switch (a.dtype) {
+        case 0: { float* o = (float*)a.out + o0; apply(zs, m, [o, s](int64_t i, float v) { const float d = v * s; o[i] = o[i] + d; }); break; }
+        case 1: { double* o = (double*)a.out + o0; apply(zs, m, [o, s](int64_t i, float v) { const float d = v * s; o[i] = o[i] + (double)d; }); break; }
+        case 2: { uint16_t* o = (uint16_t*)a.out + o0; apply(zs, m, [o, s](int64_t i, float v) { const float d = v * s; o[i] = to_bf16(from_bf16(o[i]) + d); }); break; }
+#ifdef ZB_HAVE_F16
+        case 3: { _Float16* o = (_Float16*)a.out + o0; apply(zs, m, [o, s](int64_t i, float v) { const float d = v * s; o[i] = (_Float16)((float)o[i] + d); }); break; }
+#endif
+      }
+    }
+  }
+}
+
+// One copy of the tile loop per instruction set (the transform and the stores are vectorized by the compiler).
+using TilesFn = void (*)(const Job*, int64_t, int64_t);
+void tiles_base(const Job* a, int64_t t0, int64_t t1) { run_tiles(philox_scalar, *a, t0, t1); }
+#ifdef ZB_X86
+ZB_TARGET("avx2") void tiles_avx2(const Job* a, int64_t t0, int64_t t1) { run_tiles(philox_avx2, *a, t0, t1); }
+ZB_TARGET("avx512f") void tiles_avx512(const Job* a, int64_t t0, int64_t t1) { run_tiles(philox_avx512, *a, t0, t1); }
+#endif
+
+// Test hooks: the transform alone, compiled as in each tile loop.
+ZB_INLINE void transform_arrays(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
+  for (int64_t i = 0; i < n; ++i) {
+    float si, ci;
+    r[i] = radius(x[i]);
+    sincos_turn(x[i], si, ci);
+    s[i] = si;
+    c[i] = ci;
+  }
+}
+using TransformFn = void (*)(const uint32_t*, int64_t, float*, float*, float*);
+void transform_base(const uint32_t* x, int64_t n, float* r, float* s, float* c) { transform_arrays(x, n, r, s, c); }
+#ifdef ZB_X86
+ZB_TARGET("avx2") void transform_avx2(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
+  transform_arrays(x, n, r, s, c);
+}
+ZB_TARGET("avx512f") void transform_avx512(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
+  transform_arrays(x, n, r, s, c);
+}
+#endif
+
+int g_isa = -1;  // 0 baseline, 1 AVX2, 2 AVX-512; -1: not chosen yet
+
+int best_isa() {
+#ifdef ZB_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return 2;
+  if (__builtin_cpu_supports("avx2")) return 1;
+#endif
+  return 0;
+}
+
+TilesFn tiles_fn() {
+  if (g_isa < 0) g_isa = best_isa();
+#ifdef ZB_X86
+  if (g_isa == 2) return tiles_avx512;
+  if (g_isa == 1) return tiles_avx2;
+#endif
+  return tiles_base;
+}
+
+}  // namespace
+
+extern "C" {
+
+int zb_philox_abi(void) { return 2; }
+
+// Bit d set: dtype code d is handled (0 float32, 1 float64, 2 bfloat16, 3 float16).
+int zb_philox_dtypes(void) {
+#ifdef ZB_HAVE_F16
+  return 15;
+#else
+  return 7;
+#endif
+}
+
+int zb_philox_openmp(void) {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// The instruction set used: 0 baseline, 1 AVX2, 2 AVX-512. isa >= 0 asks for one (capped at what the CPU has;
+// the tests run every level the machine can); isa < 0 only reports.
+int zb_philox_isa(int isa) {
+  const int best = best_isa();
+  if (isa >= 0) g_isa = isa < best ? isa : best;
+  else if (g_isa < 0) g_isa = best;
+  return g_isa;
+}
+
+// Test hooks. Philox4x32-10 of counters (c0[j], c1[j], index, tag), key (k0, k1), with the current ISA's code.
+void zb_philox_blocks(const uint32_t* c0, const uint32_t* c1, int nb, uint32_t index, uint32_t tag, uint32_t k0,
+                      uint32_t k1, uint32_t* x0, uint32_t* x1, uint32_t* x2, uint32_t* x3) {
+  PhiloxFn fn = philox_scalar;
+  if (g_isa < 0) g_isa = best_isa();
+#ifdef ZB_X86
+  if (g_isa == 2) fn = philox_avx512;
+  if (g_isa == 1) fn = philox_avx2;
+#endif
+  fn(c0, c1, nb, index, tag, k0, k1, x0, x1, x2, x3);
+}
+
+// radius(x), sin and cos of the angle of x (the Box-Muller factors of one word), with the current ISA's code.
+void zb_philox_transform(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
+  TransformFn fn = transform_base;
+  if (g_isa < 0) g_isa = best_isa();
+#ifdef ZB_X86
+  if (g_isa == 2) fn = transform_avx512;
+  if (g_isa == 1) fn = transform_avx2;
+#endif
+  fn(x, n, r, s, c);
+}
+
+// out: n elements (contiguous, dtype as above) holding elements [first, first + n) of z(seed, index).
+// mode 0 writes z; mode 1 adds (float)(z * scale) to them. nthreads <= 1: the calling thread only.
+void zb_philox(void* out, int dtype, int mode, int64_t n, int64_t first, uint32_t k0, uint32_t k1, uint32_t index,
+               int dist, float scale, int nthreads) {
+  if (n <= 0) return;
+  Job a{out, dtype, mode, n, first, k0, k1, index, dist, scale, 0};
+  const int64_t usize = dist == 0 ? 64 : 128, upt = dist == 0 ? 16 : 8;
+  a.unit0 = first / usize;
+  const int64_t units = (first + n + usize - 1) / usize - a.unit0;
+  const int64_t tiles = (units + upt - 1) / upt;
+  const TilesFn fn = tiles_fn();
+  int nt = nthreads;
+  if (nt > tiles / 16) nt = (int)(tiles / 16);  // at least 16 tiles (16 Ki elements) per thread
+  if (nt <= 1) {
+    fn(&a, 0, tiles);
+    return;
+  }
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+  for (int th = 0; th < nt; ++th) {
+    const int64_t t0 = tiles * th / nt, t1 = tiles * (th + 1) / nt;
+    fn(&a, t0, t1);
+  }
+}
+
+}  // extern "C"

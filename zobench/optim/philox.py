@@ -1,0 +1,371 @@
+"""Counter-based random directions (``optimizer.direction_stream=philox``): Philox4x32-10 + Box–Muller.
+
+Element k of z(seed) restricted to tensor ``index`` is a pure function of (seed, index, k): no generator
+state, so any chunk is drawn alone, in any order, by any number of threads, on CPU or CUDA, with the same
+result — and a chunk's numbers do not depend on ``CHUNK`` either. Two implementations give the same
+numbers bit for bit:
+
+  compiled  zobench/_ext/philox.cpp, built on first use with the system C++ compiler (``c++``, or $CXX)
+            into a cache folder (``$ZOBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/zobench``, else
+            ``~/.cache/zobench``) and loaded with ctypes; OpenMP threads (``torch.get_num_threads()``),
+            SIMD code for AVX-512 / AVX2 / baseline x86-64 picked at load time. CPU tensors only. It
+            fuses θ += c·z: z is never written to memory.
+  torch     the same arithmetic in torch ops (int64 for Philox, float32 for the transform, the square root
+            in float64 rounded once to float32: torch's CPU float32 sqrt is not correctly rounded), on any
+            device: used for CUDA tensors, where no compiler is found, or with ``ZOBENCH_PHILOX=torch``.
+            Slow: on CPU ~20× torch.randn (~0.3 s of one core per 4 Mi elements), a few 2 MiB temporaries;
+            on CUDA ~300 small kernels per chunk, far slower than torch.randn there (use ``chunked`` on GPUs
+            for speed; ``philox`` on a GPU draws the CPU's numbers).
+``ZOBENCH_PHILOX`` = auto (default) | torch | compiled (fail if it cannot be built). The compiled library is
+checked against the torch code on its first load (a few thousand elements of every kind); on a mismatch
+(a compiler that contracts a·b + c into an FMA despite -ffp-contract=off, say) it is not used, with a warning.
+
+Definition (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; Philox4x32-10 as Random123's
+``philox4x32_R(10, ctr, key)``, checked against its known-answer vectors):
+  key = (seed mod 2³², ⌊seed / 2³²⌋ mod 2³²);  x(b, tag) = Philox4x32-10(ctr = (b mod 2³², ⌊b / 2³²⌋, index, tag))
+  Gaussian (tag 0): block b = 16⌊k/64⌋ + k mod 16, word w = ⌊k/16⌋ mod 4 (a group of 16 blocks fills 64
+      consecutive elements word by word, so SIMD lanes store contiguously). Box–Muller on (x0, x1) → w = 0, 1
+      and on (x2, x3) → w = 2, 3:  z = r(x0)·cos φ(x1), r(x0)·sin φ(x1), with
+        r(x) = sqrt(−2 ln u), u = 1 − ⌊x / 2⁸⌋·2⁻²⁴ ∈ (0, 1]   (so |z| ≤ 5.77, as torch's own CPU randn)
+        φ(x) = 2π·⌊x / 2⁸⌋·2⁻²⁴, its quadrant and octant reflection taken exactly on the integer.
+      ln is Cephes' logf polynomial (≤ 0.83 ulp here), sin/cos minimax polynomials on [0, π/4] (≤ 1.7 ulp);
+      every step is one binary32 +, −, ×, correctly rounded sqrt or exact int→float conversion, in the same
+      order in both implementations (no libm, no FMA), which is what makes them agree bit for bit (checked
+      on all 2²⁴ inputs of the radius and of the angle: tests/test_directions_fast.py, slow).
+  Rademacher (tag 1): z_k = +1 if bit k mod 32 of word ⌊k/32⌋ mod 4 of block ⌊k/128⌋ is set, else −1.
+θ += c·z is θ ← θ + fl32(fl32(c)·z) (in θ's dtype: computed in float32 for bf16/fp16 and rounded to nearest
+even, as torch's ``θ.add_(d)`` with a float32 d does); z drawn for a half-precision tensor is the float32
+value rounded to nearest even.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+KINDS = ("gaussian", "rademacher")
+SOURCE = Path(__file__).resolve().parents[1] / "_ext" / "philox.cpp"
+FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno"]
+OPENMP = ["-fopenmp"]
+
+_MASK32 = 0xFFFFFFFF
+M0, M1 = 0xD2511F53, 0xCD9E8D57
+W0, W1 = 0x9E3779B9, 0xBB67AE85
+_DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
+GROUP, BLOCK_BITS = 64, 128  # elements per Gaussian group of 16 blocks; elements per Rademacher block
+
+
+def _f32(x: float) -> float:
+    """x rounded to binary32, as a Python float (exact in binary32: no op depends on how torch casts it)."""
+    return float(np.float32(x))
+
+
+LP = [_f32(c) for c in (7.0376836292E-2, -1.1514610310E-1, 1.1676998740E-1, -1.2420140846E-1, 1.4249322787E-1,
+                        -1.6668057665E-1, 2.0000714765E-1, -2.4999993993E-1, 3.3333331174E-1)]
+SQRTHF, LN2_HI, LN2_LO = _f32(0.707106769084930419921875), _f32(0.693359375), _f32(-2.12194440e-4)
+S1, S3, S5, S7 = (_f32(c) for c in (1.5707963705062866, -0.6459634900093079, 0.07968003302812576,
+                                    -0.004601661115884781))
+C2, C4, C6, C8 = (_f32(c) for c in (-1.2337005138397217, 0.25366923213005066, -0.02086016535758972,
+                                    0.0009037667186930776))
+
+
+def key_of(seed: int) -> tuple[int, int]:
+    s = int(seed) & ((1 << 64) - 1)
+    return s & _MASK32, s >> 32
+
+
+# -- the torch implementation ------------------------------------------------------------------------------
+
+def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
+    """Philox4x32-10 on int64 tensors (or Python ints) holding uint32 words; returns the four output words.
+
+    mulhilo(a, M) without overflow: with M' = M − 2³² (|M'| < 2³⁰), p = a·M' fits in int64 and
+    a·M = p + a·2³², so lo = p mod 2³² and hi = (⌊p / 2³²⌋ + a) mod 2³².
+    """
+    for _ in range(10):
+        p0, p1 = c0 * (M0 - (1 << 32)), c2 * (M1 - (1 << 32))
+        hi0, hi1 = ((p0 >> 32) + c0) & _MASK32, ((p1 >> 32) + c2) & _MASK32
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, p1 & _MASK32, hi0 ^ c3 ^ k1, p0 & _MASK32
+        k0, k1 = (k0 + W0) & _MASK32, (k1 + W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _blocks(b0: int, nb: int, index: int, tag: int, seed: int, device) -> tuple:
+    b = torch.arange(b0, b0 + nb, dtype=torch.int64, device=device)
+    return philox4x32_10(b & _MASK32, b >> 32, int(index) & _MASK32, tag, *key_of(seed))
+
+
+def radius(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(−2 ln u), u = 1 − ⌊x/2⁸⌋·2⁻²⁴: the operations of philox.cpp ``radius``, in its order."""
+    u = (0x1000000 - (x >> 8)).to(torch.float32) * _f32(2.0 ** -24)
+    bits = u.view(torch.int32)
+    e = (bits >> 23) - 126
+    m = ((bits & 0x7FFFFF) | 0x3F000000).view(torch.float32)
+    small = m < SQRTHF
+    e = torch.where(small, e - 1, e)
+    f = torch.where(small, m + m, m) - 1.0
+    z = f * f
+    y = f * LP[0]
+    for c in LP[1:]:
+        y = (y + c) * f
+    y = y * z
+    fe = e.to(torch.float32)
+    y = y + fe * LN2_LO
+    y = y + z * -0.5
+    log_u = (f + y) + fe * LN2_HI
+    # torch's float32 sqrt is not correctly rounded on CPU (vectorized, ~0.5% of inputs 1 ulp off); the binary64
+    # root rounded to binary32 is: √q of a binary32 q lies ≥ 4 binary64 ulps from any binary32 rounding midpoint.
+    return torch.sqrt((log_u * -2.0).to(torch.float64)).to(torch.float32)
+
+
+def sincos_turn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sin, cos) of 2π·⌊x/2⁸⌋·2⁻²⁴: philox.cpp ``sincos_turn``."""
+    k = x >> 8
+    q, f = k >> 22, k & 0x3FFFFF
+    refl = f > 0x200000
+    t = torch.where(refl, 0x400000 - f, f).to(torch.float32) * _f32(2.0 ** -22)
+    t2 = t * t
+    sp = t2 * S7
+    for c in (S5, S3):
+        sp = (sp + c) * t2
+    sp = (sp + S1) * t
+    cp = t2 * C8
+    for c in (C6, C4, C2):
+        cp = (cp + c) * t2
+    cp = cp + 1.0
+    swap = refl ^ ((q & 1) == 1)
+    a, b = torch.where(swap, cp, sp), torch.where(swap, sp, cp)
+    return torch.where((q & 2) != 0, -a, a), torch.where(((q + 1) & 2) != 0, -b, b)
+
+
+def _gaussian_units(seed: int, index: int, g0: int, ng: int, device) -> torch.Tensor:
+    """The 64·ng values of groups [g0, g0 + ng), float32."""
+    x0, x1, x2, x3 = (w.view(ng, 16) for w in _blocks(16 * g0, 16 * ng, index, 0, seed, device))
+    r0, (s1, c1) = radius(x0), sincos_turn(x1)
+    r2, (s3, c3) = radius(x2), sincos_turn(x3)
+    return torch.stack([r0 * c1, r0 * s1, r2 * c3, r2 * s3], dim=1).view(-1)
+
+
+def _rademacher_units(seed: int, index: int, b0: int, nb: int, device) -> torch.Tensor:
+    """The 128·nb signs of blocks [b0, b0 + nb), float32."""
+    words = torch.stack(_blocks(b0, nb, index, 1, seed, device), dim=1)  # (nb, 4)
+    bits = (words.unsqueeze(-1) >> torch.arange(32, device=device)) & 1  # (nb, 4, 32)
+    return (bits * 2 - 1).to(torch.float32).view(-1)
+
+
+def _torch_pieces(seed: int, index: int, first: int, n: int, device, kind: str, units_per_piece: int | None = None):
+    """(offset in the range, float32 values) pieces covering elements [first, first + n): 256 Ki elements at a
+    time on CPU (int64 temporaries of 2 MiB, cache-sized), 4 Mi on an accelerator (fewer kernel launches)."""
+    if units_per_piece is None:
+        units_per_piece = 4096 if torch.device(device).type == "cpu" else 65536
+    size = GROUP if kind == "gaussian" else BLOCK_BITS
+    make = _gaussian_units if kind == "gaussian" else _rademacher_units
+    end = first + n
+    u, u_end = first // size, -(-end // size)
+    while u < u_end:
+        nu = min(units_per_piece, u_end - u)
+        vals = make(seed, index, u, nu, device)
+        lo, hi = max(first, u * size), min(end, (u + nu) * size)
+        yield lo - first, vals[lo - u * size: hi - u * size]
+        u += nu
+
+
+def torch_generate(seed: int, index: int, first: int, n: int, device, dtype, kind: str = "gaussian") -> torch.Tensor:
+    out = torch.empty(n, device=device, dtype=dtype)
+    for off, vals in _torch_pieces(seed, index, first, n, device, kind):
+        out[off: off + vals.numel()] = vals
+    return out
+
+
+def torch_add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, kind: str = "gaussian") -> None:
+    for off, vals in _torch_pieces(seed, index, first, part.numel(), part.device, kind):
+        part[off: off + vals.numel()].add_(vals * scale)
+
+
+# -- the compiled implementation -----------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_state: dict = {}  # "lib": ctypes library or None, "why": reason when None, "path": the .so
+
+
+def cache_dir() -> Path:
+    if os.environ.get("ZOBENCH_CACHE_DIR"):
+        return Path(os.environ["ZOBENCH_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "zobench"
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+
+
+def _build(cxx: str) -> Path:
+    """Compile philox.cpp (with OpenMP if the compiler has it) into the cache, atomically; returns the .so."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    src = SOURCE.read_bytes()
+    errors = []
+    for extra in (OPENMP, []):
+        flags = FLAGS + extra
+        tag = hashlib.sha256(src + " ".join([cxx, version, platform.machine(), *flags]).encode()).hexdigest()[:16]
+        out = cache_dir() / f"philox-{tag}.so"
+        if out.exists():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            res = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=600)
+            if res.returncode == 0:
+                os.chmod(tmp, 0o755)  # mkstemp's 0600: a shared cache folder serves every user
+                os.replace(tmp, out)  # concurrent builders (a multirun's jobs) each write their own file
+                return out
+            errors.append(f"{cxx} {' '.join(flags)}: {res.stderr.strip()[-2000:]}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise RuntimeError("\n".join(errors))
+
+
+def _load():
+    mode = os.environ.get("ZOBENCH_PHILOX", "auto")
+    if mode not in ("auto", "torch", "compiled"):
+        raise ValueError(f"ZOBENCH_PHILOX={mode!r}: choose auto, torch or compiled")
+    if mode == "torch":
+        return None, "ZOBENCH_PHILOX=torch"
+    try:
+        cxx = _compiler()
+        if cxx is None:
+            raise RuntimeError("no C++ compiler (c++, g++, clang++ or $CXX) on PATH")
+        path = _build(cxx)
+        lib = ctypes.CDLL(str(path))
+        lib.zb_philox.restype = None
+        lib.zb_philox.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                  ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_float,
+                                  ctypes.c_int]
+        if lib.zb_philox_abi() != 2:
+            raise RuntimeError(f"{path}: unexpected ABI version")
+        lib.zb_philox_isa.argtypes = [ctypes.c_int]
+        lib.zb_philox_blocks.restype = lib.zb_philox_transform.restype = None
+        ptr = ctypes.c_void_p
+        lib.zb_philox_blocks.argtypes = [ptr, ptr, ctypes.c_int] + [ctypes.c_uint32] * 4 + [ptr] * 4
+        lib.zb_philox_transform.argtypes = [ptr, ctypes.c_int64, ptr, ptr, ptr]
+        _state.update(lib=lib, path=path, dtypes=lib.zb_philox_dtypes(), openmp=bool(lib.zb_philox_openmp()))
+        why = _self_check(lib)
+        if why:
+            raise RuntimeError(why)
+        return lib, None
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the torch code
+        if mode == "compiled":
+            raise RuntimeError(f"ZOBENCH_PHILOX=compiled, but the Philox library is not usable: {exc}") from exc
+        warnings.warn(f"zobench: Philox directions use the torch implementation (same numbers, slower): {exc}",
+                      RuntimeWarning, stacklevel=3)
+        return None, str(exc)
+
+
+def _self_check(lib) -> str | None:
+    """The compiled numbers against the torch ones on a few ranges of each kind; a reason if they differ."""
+    seed = 0x0123456789ABCDEF
+    for kind in KINDS:
+        for first, n in ((0, 4096), (12345, 3001), (2 ** 33 + 7, 257)):
+            ref = torch_generate(seed, 3, first, n, "cpu", torch.float32, kind)
+            got = torch.empty(n, dtype=torch.float32)
+            _call(lib, got, 0, seed, 3, first, 0.0, kind, 1)
+            if not torch.equal(ref.view(torch.int32), got.view(torch.int32)):
+                bad = int((ref.view(torch.int32) != got.view(torch.int32)).sum())
+                return f"the compiled {kind} numbers differ from the torch ones ({bad} of {n} at offset {first})"
+    return None
+
+
+def _call(lib, t: torch.Tensor, mode: int, seed: int, index: int, first: int, scale: float, kind: str,
+          threads: int) -> None:
+    k0, k1 = key_of(seed)
+    lib.zb_philox(t.data_ptr(), _DTYPES[t.dtype], mode, t.numel(), first, k0, k1, int(index) & _MASK32,
+                  KINDS.index(kind), scale, threads)
+
+
+def library():
+    """The loaded compiled library, or None (then ``why()`` says why): built and checked on first call."""
+    if "loaded" not in _state:
+        with _lock:
+            if "loaded" not in _state:
+                lib, why = _load()
+                _state.update(loaded=True, lib=lib, why=why)
+    return _state["lib"]
+
+
+ISAS = ("baseline", "avx2", "avx512")
+
+
+def isa(level: int | None = None) -> int:
+    """The compiled code's instruction set (0 baseline x86-64 / other CPUs, 1 AVX2, 2 AVX-512); ``level``
+    selects one (capped at what the CPU has: the tests run each). The numbers are the same at every level."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"no compiled Philox library: {why()}")
+    return lib.zb_philox_isa(-1 if level is None else level)
+
+
+def backend() -> str:
+    return "compiled" if library() is not None else "torch"
+
+
+def why() -> str | None:
+    library()
+    return _state.get("why")
+
+
+def _compiled_for(t: torch.Tensor):
+    """The compiled library if it handles tensor ``t`` (CPU, contiguous, a dtype it knows), else None."""
+    if t.device.type != "cpu" or t.dtype not in _DTYPES or not t.is_contiguous():
+        return None
+    lib = library()
+    if lib is None or not (_state["dtypes"] >> _DTYPES[t.dtype]) & 1:
+        return None
+    return lib
+
+
+# -- the API used by zobench.optim.directions ----------------------------------------------------------------
+
+def generate(seed: int, index: int, first: int, n: int, device, dtype, kind: str = "gaussian") -> torch.Tensor:
+    """Elements [first, first + n) of z(seed) restricted to tensor ``index``, as a flat tensor of ``dtype``."""
+    lib = _compiled_for(torch.empty(0, device=device, dtype=dtype))
+    if lib is None:
+        return torch_generate(seed, index, first, n, device, dtype, kind)
+    out = torch.empty(n, dtype=dtype)
+    _call(lib, out, 0, seed, index, first, 0.0, kind, torch.get_num_threads())
+    return out
+
+
+def add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, kind: str = "gaussian") -> None:
+    """part ← part + fl32(fl32(scale)·z) for elements [first, first + part.numel()) of z(seed, ``index``), in place.
+
+    ``part`` is a contiguous (flat) slice of a parameter; on CPU the compiled code fuses draw and update."""
+    lib = _compiled_for(part)
+    if lib is None:
+        torch_add_(part, seed, index, first, scale, kind)
+        return
+    _call(lib, part, 1, seed, index, first, float(scale), kind, torch.get_num_threads())
+
+
+def main(argv=None) -> None:
+    """``python -m zobench.optim.philox``: build (or find) the compiled library, check it, say which is used."""
+    lib = library()
+    if lib is None:
+        print(f"zobench Philox directions: torch implementation ({why()})")
+    else:
+        print(f"zobench Philox directions: compiled {_state['path']} ({ISAS[isa()]}, OpenMP: {_state['openmp']}), "
+              "checked against the torch implementation")
+
+
+if __name__ == "__main__":
+    main()
