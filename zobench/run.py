@@ -48,7 +48,51 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, run_name: str | None = None,
 
     A ``run_dir`` that already holds a completed summary of the same cell (same ``cell_key``)
     is not run again; one that holds a checkpoint of the same cell resumes from it.
+
+    Guarantees, whatever happens to the process:
+
+    - One process at a time in ``run_dir``: the cell holds ``run_dir/.lock`` while it runs (the kernel
+      releases it if the process dies). Another process that finds it held logs one line, writes
+      nothing in ``run_dir`` and returns ``{"status": "busy", "busy": True}`` (no summary.json).
+    - A stop signal (SIGTERM, SIGINT/Ctrl-C, SIGUSR2) ends the run ``interrupted`` at the end of its
+      step, with a checkpoint that a re-run resumes (``zobench.interrupt``); a KeyboardInterrupt
+      raised inside ends it ``interrupted`` too, resumable from its last checkpoint.
+    - A traceback.txt is the current attempt's: a run that starts removes an earlier attempt's.
     """
+    from zobench import interrupt
+    from zobench.lock import RunDirLock
+
+    run_dir = Path(run_dir)
+    with interrupt.graceful_interrupt(), RunDirLock(run_dir) as held:
+        if not held:
+            return _busy(cfg, run_dir)
+        return _run_cell(cfg, run_dir, run_name, group)
+
+
+def _busy(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    from zobench.checkpoint import cell_key
+
+    _log_outside(run_dir, "busy: another process is running %s; skipped here, nothing written", run_dir)
+    return {"status": "busy", "error": None, "busy": True, "cell_key": cell_key(cfg)}
+
+
+def _log_outside(run_dir: Path, message: str, *args: Any) -> None:
+    """Log a warning, but not into a log file inside ``run_dir``: its run.log is another process's."""
+    inside, detached = run_dir.resolve(), []
+    for logger in {logging.getLogger(), log}:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().parent == inside:
+                logger.removeHandler(handler)
+                detached.append((logger, handler))
+    try:
+        log.warning(message, *args)
+    finally:
+        for logger, handler in detached:
+            logger.addHandler(handler)
+
+
+def _run_cell(cfg: DictConfig, run_dir: Path, run_name: str | None, group: str | None) -> dict[str, Any]:
+    """run_cell's work, with the run directory locked and the stop signals handled."""
     from zobench import interrupt
     from zobench.checkpoint import Checkpointer, cell_key
     from zobench.record import RunRecorder
@@ -65,6 +109,7 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, run_name: str | None = None,
                    "cell's results. Use another sweep_name (or hydra.run.dir), or delete that folder to recompute it.")
         log.error("run refused: %s", message)
         return {"status": "failed", "error": f"OccupiedRunDir: {message}", "refused": True, "cell_key": key}
+    (run_dir / "traceback.txt").unlink(missing_ok=True)  # an earlier attempt's: never left beside this one's results
     loggers = _loggers(cfg, run_dir, run_name, group)
     recorder = RunRecorder(run_dir, loggers)
     summary: dict[str, Any] = {"status": "failed", "error": None}
@@ -72,17 +117,24 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, run_name: str | None = None,
         summary = _base_summary(cfg)
         summary["cell_key"] = key
         recorder.write_config(cfg)
-        with interrupt.graceful_interrupt():
-            _run(cfg, run_dir, recorder, summary, Checkpointer(run_dir, key))
+        _run(cfg, run_dir, recorder, summary, Checkpointer(run_dir, key))
         summary["status"] = "completed"
-    except Exception as exc:  # recorded, never lost: the summary says how the run ended
+    except (Exception, KeyboardInterrupt) as exc:  # recorded, never lost: the summary says how the run ended
         from zobench.train import Diverged
 
+        if isinstance(exc, KeyboardInterrupt):  # raised where no handler was installed: a stop all the same
+            interrupt.request()
         summary["status"] = ("diverged" if isinstance(exc, Diverged) else
-                             "interrupted" if isinstance(exc, interrupt.Interrupted) else "failed")
-        summary["error"] = f"{type(exc).__name__}: {exc}"
+                             "interrupted" if isinstance(exc, (interrupt.Interrupted, KeyboardInterrupt)) else "failed")
+        summary["error"] = f"{type(exc).__name__}: {str(exc) or 'stopped; a re-run resumes from the last checkpoint'}"
         if summary["status"] == "failed" and not isinstance(exc, ConfigError):
-            (run_dir / "traceback.txt").write_text(traceback.format_exc())
+            text = traceback.format_exc()
+            try:  # on a full disk: no empty traceback.txt, and no exception past the summary (the log keeps the text)
+                from zobench.record import write_atomic
+
+                write_atomic(run_dir / "traceback.txt", text)
+            except OSError as err:
+                log.error("traceback.txt not written (%s):\n%s", err, text)
         log.error("run %s: %s", summary["status"], summary["error"])
     finally:
         summary["wall_time_s"] = round(time.time() - started, 3)
@@ -163,15 +215,19 @@ def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=Non
     model, named = apply_tuning(model, cfg.tuning, cfg.seed)
     summary["trainable_params"], summary["total_params"] = count_trainable(named), count_params(model)
     optimizer = None  # a scheme that trains nothing (ICL) needs none
-    if trains(cfg.tuning):
-        optimizer = build_optimizer(cfg.optimizer, named, cfg.trainer.steps, cfg.seed, model=model)
+    if trains(cfg.tuning):  # built by fit after the inference peak is measured: its state is not in that baseline
+        def optimizer():
+            return build_optimizer(cfg.optimizer, named, cfg.trainer.steps, cfg.seed, model=model)
     summary["max_length"] = input_budget(model, cfg.tuning, cfg.trainer.max_length)
     if cfg.trainer.get("pad_to_length") is not None:  # memory vs length: every sequence exactly this long
         from zobench.tasks._lengthen import lengthen
 
         data = lengthen(data, tokenizer, cfg.trainer.pad_to_length, summary["max_length"])
         summary["max_length"] = summary["seq_len"] = cfg.trainer.pad_to_length
-    scorer = Scorer(model, tokenizer, cfg.model.kind, summary["max_length"])
+    scorer = Scorer(model, tokenizer, cfg.model.kind, summary["max_length"],
+                    shared_context=cfg.trainer.get("shared_context", True))
+    summary["scoring"] = ("shared_context" if scorer.shared_context
+                          else f"per_candidate ({scorer.shared_context_off})")
     device = resolve_device(cfg.device)
     summary["device"] = device.type
     fit(cfg, scorer, optimizer, data, named, recorder, device, run_dir, summary, checkpointer)
@@ -194,10 +250,16 @@ def main(cfg: DictConfig) -> None:
     overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "data.dir", "paths."))]
     run_name = ",".join(overrides) or None
     group = Path(hc.sweep.dir).name if multirun else None
+    if multirun:
+        from zobench import sweep
+
+        if not sweep.may_start(hc.runtime.output_dir):  # the sweep was stopped: no cell starts
+            return
     summary = run_cell(cfg, hc.runtime.output_dir, run_name, group)
     _print_summary(summary, hc.runtime.output_dir)
-    # In a sweep a failed cell is recorded and the sweep goes on; a single run reports failure.
-    if summary["status"] in ("failed", "interrupted") and not multirun:
+    if multirun:  # a failed cell is recorded and the sweep goes on; its end line and exit code come at the end
+        sweep.cell_ended(summary, hc.runtime.output_dir)
+    elif summary["status"] in ("failed", "interrupted", "busy"):
         sys.exit(1)
 
 

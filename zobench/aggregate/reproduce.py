@@ -396,9 +396,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[reproduce-tables] {block.name}: nothing to run (every choice is missing)")
             continue
         if run_block(block, runs_dir, data_dir, args.overrides, args.threads, searched) != 0:
-            failures.append(block.name)  # a sweep records its failed cells itself; this is a crash
+            failures.append(block.name)  # its sweep ended non-zero: failed, interrupted or refused cells (its last line)
     print(f"[reproduce-tables] grids done in {_hms(time.time() - started)}"
-          + (f"; blocks that crashed: {', '.join(failures)}" if failures else ""))
+          + (f"; blocks with failed, interrupted or refused cells (each sweep's last line counts them): "
+             f"{', '.join(failures)}" if failures else ""))
     from zobench.aggregate.cli import aggregate
 
     command = args.command or " ".join(shlex.quote(a) for a in ["python", "-m", "zobench.aggregate.reproduce",
