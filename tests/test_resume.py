@@ -156,3 +156,32 @@ def test_signal_handler_only_sets_a_flag():
         os.kill(os.getpid(), signal.SIGTERM)  # would end the process without the handler
         assert interrupt.requested()
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+
+def test_the_inference_peak_is_measured_before_the_optimizer_state_exists(native, tmp_path, monkeypatch):
+    """Issue 16.3: ZO-Adam read 1.04x inference because its moments were allocated before the inference peak."""
+    import zobench.optim as optim
+    import zobench.train as train
+
+    order = []
+    real_build, real_loss = optim.build_optimizer, train.Scorer.loss
+
+    def build(*a, **k):
+        order.append("build")
+        return real_build(*a, **k)
+
+    def loss(self, *a, **k):
+        order.append("forward")
+        return real_loss(self, *a, **k)
+
+    monkeypatch.setattr(optim, "build_optimizer", build)
+    monkeypatch.setattr(train.Scorer, "loss", loss)
+    summary = run_cell(compose_cfg(*SMALL, f"data.dir={native}", "optimizer=zo_adam", "trainer.zero_shot=false"),
+                       tmp_path / "run")
+    assert summary["status"] == "completed", summary["error"]
+    assert order.index("build") > order.index("forward")  # the inference forward first, then the moments
+    n = summary["trainable_params"]
+    assert summary["optimizer_state_bytes"] == 2 * 4 * n
+    assert summary["peak_over_inference"] == pytest.approx(summary["peak_memory_bytes"] / summary["inference_peak_memory_bytes"])
+    assert summary["peak_without_state_over_inference"] == pytest.approx(
+        (summary["peak_memory_bytes"] - 2 * 4 * n) / summary["inference_peak_memory_bytes"])

@@ -216,9 +216,17 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     (so a run that diverges or fails half-way still records what it measured). With a
     ``checkpointer``, progress is saved every ``trainer.checkpoint_every`` steps and when a stop
     is requested (SIGTERM/SIGUSR2), and a checkpoint of the same cell is resumed.
+
+    ``optimizer`` is the optimizer, None (a scheme that trains nothing), or a zero-argument function that
+    builds it: a fresh run then calls it only after measuring the inference peak, so that the optimizer's
+    state (ZO-Adam's moments, HiZOO's H, FO-Adam's) is in the training peak and not in the inference
+    baseline; ``optimizer_state_bytes`` is reported beside both.
     """
     tr, metric = cfg.trainer, cfg.task.metric
+    build = optimizer if callable(optimizer) and not hasattr(optimizer, "step") else None
     resume = checkpointer.load() if checkpointer is not None and tr.resume else None
+    if build is not None:
+        optimizer = build() if resume is not None else None  # a fresh run builds it after the inference peak
     if resume is not None and optimizer is not None:
         problem = _resume_problem(resume, _replayable(optimizer))
         if problem is not None:
@@ -238,13 +246,24 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         out.update(summary_fields("zero_shot", zs, metric))
         log.info("zero-shot eval %s %.4f %s", metric, zs.metrics[metric], _ci_text(out["zero_shot_score_ci95"]))
     out["num_eval"] = len(data.eval)
-    if tr.steps == 0 or optimizer is None:
+    if tr.steps == 0 or (optimizer is None and build is None):
         _final_eval(scorer, data, tr, metric, run_dir, out)
         return
 
     stream = batches(data.train, tr.batch_size, cfg.seed)
     meter, timer = PeakMemory(device), StepTimer(device)
     out["memory_method"] = meter.method
+    first = None
+    if resume is None:  # the inference peak: the same model on the same batch, before any optimizer state exists
+        first = next(stream)
+        release_memory()
+        meter.reset()
+        with torch.no_grad():
+            scorer.loss(first, tr.loss)
+        out["inference_peak_memory_bytes"] = meter.read()["peak_bytes"]
+        out["baseline_memory_bytes"] = meter.baseline_bytes
+        if optimizer is None:
+            optimizer = build()
     replay = _replayable(optimizer)
     best = _BestState(run_dir, [p for _, p in named_params], pin=not replay)
     loss_log: list[list[float]] = []
@@ -268,14 +287,8 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         forward_ms, peaks = resume["forward_ms"], resume["peaks"]
     else:
         best.discard()  # a fresh start: an earlier attempt's best state is not this run's
-    first = next(stream)
-    if resume is None:
-        release_memory()
-        meter.reset()
-        with torch.no_grad():
-            scorer.loss(first, tr.loss)
-        out["inference_peak_memory_bytes"] = meter.read()["peak_bytes"]
-        out["baseline_memory_bytes"] = meter.baseline_bytes
+    if first is None:
+        first = next(stream)
 
     def save_checkpoint(step: int) -> None:
         tensors = None if replay else {"params": [p.detach().cpu() for _, p in named_params],
@@ -347,6 +360,10 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
                 out["forward_time_ms"] = statistics.median(kept)  # the forward passes of a step
                 out["update_time_ms"] = out["step_time_ms"] - out["forward_time_ms"]  # RNG/perturbation, or backward
             out["optimizer_state_bytes"] = optimizer.state_bytes()
+            if out.get("inference_peak_memory_bytes"):  # the ratio both ways: with the state, and without it
+                out["peak_over_inference"] = out["peak_memory_bytes"] / out["inference_peak_memory_bytes"]
+                out["peak_without_state_over_inference"] = (
+                    (out["peak_memory_bytes"] - out["optimizer_state_bytes"]) / out["inference_peak_memory_bytes"])
 
     if best.step is not None and best.step != out["steps"]:
         best.restore()  # best-on-dev, never chosen by the eval set
