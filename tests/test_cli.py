@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -86,7 +87,11 @@ def test_console_script_runs_a_cell(native, tmp_path):
         capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "status=completed" in done.stdout
+    lines = done.stdout.splitlines()
+    assert any(line.split()[1:] == ["status", "completed"] for line in lines if line.startswith("[zobench]"))
+    test_line = next(line for line in lines if "test accuracy" in line)  # a score with its interval and n
+    assert "(n=12, 95% bootstrap interval)" in test_line and re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", test_line)
+    assert any("GiB" in line and "x inference" in line for line in lines)
     assert json.loads((run_dir / "summary.json").read_text())["task"] == "copa"
 
 

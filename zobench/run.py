@@ -233,11 +233,44 @@ def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=Non
     fit(cfg, scorer, optimizer, data, named, recorder, device, run_dir, summary, checkpointer)
 
 
+def result_table(summary: dict[str, Any]) -> str:
+    """The end of a run, for a person: scores with their 95% intervals, then what it cost."""
+    metric = summary.get("metric") or "accuracy"
+
+    def score(key: str) -> str | None:
+        value, ci = summary.get(f"{key}_score"), summary.get(f"{key}_score_ci95")
+        if value is None:
+            return None
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
+        return f"{value:.3f}{interval}"
+
+    rows = [("status", summary.get("status") + (f": {summary['error']}" if summary.get("error") else ""))]
+    n = f" (n={summary['num_eval']}, 95% bootstrap interval)" if summary.get("num_eval") else ""
+    for label, key in ((f"zero-shot {metric}", "zero_shot"), (f"test {metric}", "test")):
+        if score(key) is not None:
+            rows.append((label + n, score(key)))
+    if summary.get("best_dev_score") is not None:
+        rows.append((f"best dev {metric}", f"{summary['best_dev_score']:.3f} at step {summary.get('best_step')}"))
+    if summary.get("steps_budget"):
+        rows.append(("steps", f"{summary.get('steps', 0)} of {summary['steps_budget']}"))
+    if summary.get("forward_passes"):
+        rows.append(("forward passes", f"{summary['forward_passes']:,}"))
+    if summary.get("step_time_ms") is not None:
+        rows.append(("step time", f"{summary['step_time_ms'] / 1e3:.2f} s (median)"))
+    gib = 1024 ** 3
+    if summary.get("peak_memory_bytes"):
+        peak = f"{summary['peak_memory_bytes'] / gib:.2f} GiB"
+        if summary.get("inference_peak_memory_bytes"):
+            peak += f" ({summary['peak_memory_bytes'] / summary['inference_peak_memory_bytes']:.2f}x inference)"
+        rows.append(("peak memory", peak))
+    if summary.get("wall_time_s") is not None:
+        rows.append(("wall time", f"{summary['wall_time_s'] / 60:.1f} min"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"[zobench]   {k:<{width}}  {v}" for k, v in rows)
+
+
 def _print_summary(summary: dict[str, Any], run_dir: str) -> None:
-    keys = ["status", "error", "zero_shot_score", "best_dev_score", "best_step", "test_score", "test_score_ci95", "num_eval",
-            "forward_passes", "step_time_ms", "peak_memory_bytes", "inference_peak_memory_bytes"]
-    shown = {k: summary.get(k) for k in keys if summary.get(k) is not None}
-    print(f"[zobench] {run_dir}\n[zobench] " + " ".join(f"{k}={v}" for k, v in shown.items()))
+    print(f"[zobench] {run_dir}\n{result_table(summary)}")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -150,24 +150,50 @@ class _BestState:
 
 
 class Progress:
-    """A tqdm bar in a terminal; plain log lines every ``log_every`` steps otherwise."""
+    """A tqdm bar in a terminal; plain log lines every ``log_every`` steps otherwise.
 
-    def __init__(self, total: int, log_every: int):
+    The ETA counts what is left of everything: training steps at their measured pace, the dev
+    evaluations still due at the measured time of one, and the final eval-set scoring (one dev
+    evaluation's time scaled by eval/dev examples; the dev time is known after the first one).
+    """
+
+    def __init__(self, total: int, log_every: int, eval_every: int = 0, num_dev: int = 0, num_eval: int = 0,
+                 first_step: int = 1):
         self.total, self.log_every, self.bar = total, log_every, None
+        self.eval_every, self.num_dev, self.num_eval, self.first_step = eval_every, num_dev, num_eval, first_step
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc="train", dynamic_ncols=True)
-        self.t0, self.dev = time.perf_counter(), None
+            self.bar = tqdm(total=total, initial=first_step - 1, desc="train", dynamic_ncols=True)
+        self.t0, self.dev, self.eval_s, self.evals = time.perf_counter(), None, 0.0, 0
+
+    def eta_s(self, step: int) -> float:
+        train_s = (time.perf_counter() - self.t0 - self.eval_s) / max(step - self.first_step + 1, 1)
+        left = train_s * (self.total - step)
+        if self.evals:
+            per_eval = self.eval_s / self.evals
+            due = (self.total // self.eval_every - step // self.eval_every) if self.eval_every else 0
+            due += int(self.total % self.eval_every != 0 and step < self.total) if self.eval_every else 0
+            left += per_eval * due + per_eval * self.num_eval / max(self.num_dev, 1)
+        return left
 
     def update(self, step: int, loss: float) -> None:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", dev=self.dev)
         elif step % self.log_every == 0 or step == self.total:
-            elapsed = time.perf_counter() - self.t0
-            eta = elapsed / step * (self.total - step)
-            log.info("step %d/%d loss %.4f dev %s eta %.0fs", step, self.total, loss, self.dev, eta)
+            log.info("step %d/%d loss %.4f dev %s eta %.0fs", step, self.total, loss, self.dev, self.eta_s(step))
+
+    def evaluated(self, step: int, seconds: float, metric: str, score: float, best_score, best_step) -> None:
+        """A dev evaluation's line: its score, the best so far, its time."""
+        self.eval_s, self.evals, self.dev = self.eval_s + seconds, self.evals + 1, f"{score:.3f}"
+        best = f"best {best_score:.3f} at step {best_step}" if best_score is not None else "no best yet"
+        line = (f"step {step}/{self.total} dev {metric} {score:.4f} ({best}); evaluated in {seconds:.1f}s, "
+                f"eta {self.eta_s(step):.0f}s")
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            log.info(line)
 
     def close(self):
         if self.bar is not None:
@@ -298,7 +324,8 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
                            "forward_ms": forward_ms, "peaks": peaks + [meter.read()]}, tensors)
         best.checkpointed()
 
-    progress = Progress(tr.steps, tr.log_every)
+    progress = Progress(tr.steps, tr.log_every, tr.eval_every, len(data.dev), len(data.eval) if tr.test else 0,
+                        first_step=done + 1)
     patience = tr.get("early_stopping_patience")
     stale = resume.get("stale_evals", 0) if resume is not None else 0
     meter.reset()
@@ -319,11 +346,11 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
             progress.update(step, stats["loss"])
             if step % tr.eval_every == 0 or step == tr.steps:
                 peaks.append(meter.read())
+                eval_t0 = time.perf_counter()
                 dev = _dev_score(scorer, data.dev, tr, metric)
                 if dev is not None:
                     row, score = dev
                     recorder.log({"step": step, **row, "forward_passes": out["forward_passes"]})
-                    progress.dev = f"{row[f'dev_{metric}']:.3f}"
                     if best.offer(step, score):
                         out["best_dev_accuracy"], out["best_dev_score"], out["best_step"] = row["dev_accuracy"], row[f"dev_{metric}"], step
                         if "dev_loss" in row:
@@ -331,6 +358,8 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
                         stale = 0
                     else:
                         stale += 1
+                    progress.evaluated(step, time.perf_counter() - eval_t0, metric, row[f"dev_{metric}"],
+                                       out.get("best_dev_score"), out.get("best_step"))
                 meter.reset()
                 if patience and stale >= patience and step < tr.steps:  # BSZO: early_stopping_patience evaluations
                     out["stopped_early_at"] = step
