@@ -38,14 +38,15 @@ demo: $(SMOLLM2) ## showcase: SmolLM2-135M learning SST-2: zero-shot vs ZO-SGD (
 	$(PYTHON) -m zobench.demo --zo-steps $(DEMO_ZO_STEPS) --fo-steps $(DEMO_FO_STEPS) $(DEMO_DATA)
 
 clean: ## remove caches (never runs/ or models/)
-	rm -rf .pytest_cache **/__pycache__
+	rm -rf .pytest_cache
+	find . -path ./runs -prune -o -path ./models -prune -o -type d \( -name __pycache__ -o -name .pytest_cache \) -print0 | xargs -0 rm -rf
 
 # reproduce-tables: SCALE=cpu runs the CPU study (SmolLM2-135M, hours on 2 cores, resumable; estimate printed first);
 # SCALE=full the papers' grids (GPUs + the Hugging Face hub; thousands of GPU-hours, estimate printed first).
 # DRY_RUN=1 prints the plan and the estimates only; THREADS=1 suits a machine other jobs share.
 SCALE    ?= cpu
 .PHONY: reproduce-tables
-reproduce-tables: $(if $(filter cpu,$(SCALE)),$(SMOLLM2)) ## paper tables + figures from fresh runs: SCALE=cpu|full DATA_DIR=... (runs/reproduce-SCALE/aggregate)
+reproduce-tables: $(if $(and $(filter cpu,$(SCALE)),$(if $(DRY_RUN),,1)),$(SMOLLM2)) ## paper tables + figures from fresh runs: SCALE=cpu|full DATA_DIR=... (runs/reproduce-SCALE/aggregate)
 	$(PYTHON) -m zobench.aggregate.reproduce --scale $(SCALE) $(if $(DATA_DIR),--data-dir $(abspath $(DATA_DIR))) \
 	  $(if $(RUNS_DIR),--runs-dir $(RUNS_DIR)) $(if $(THREADS),--threads $(THREADS)) $(if $(DRY_RUN),--dry-run) \
 	  --command "make reproduce-tables SCALE=$(SCALE)$(if $(DATA_DIR), DATA_DIR=$(DATA_DIR))$(if $(THREADS), THREADS=$(THREADS))"

@@ -65,11 +65,21 @@ def _named(exc: OSError, path: Path) -> OSError:
     return exc
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()  # what open(..., "w") gives a new file under this process's umask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600: every file of a run gets the mode open() gives metrics.jsonl
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -115,6 +125,7 @@ def save_torch_atomic(obj: Any, path: Path, verify: bool = False) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             sink = _Sink(f)
             try:

@@ -565,3 +565,17 @@ def test_dev_selection_never_pools_devices(tmp_path):
     assert set(runs["status"]) == {"completed"}
     sel = select_by_dev(runs)
     assert sel.n_configs == 2 and sel.chosen == {"device": "cuda"} and list(sel.runs["run_dir"]) == ["cuda"]
+
+
+def test_every_file_of_a_run_gets_the_same_mode(native, tmp_path):
+    """Issue 15.8: config.yaml and summary.json were owner-only (mkstemp's 0600) while metrics.jsonl was not."""
+    import os
+    import stat
+
+    run_cell(compose_cfg(*SMALL, f"data.dir={native}", "trainer.save_trainable=true"), tmp_path / "run")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir() if p.is_file()}
+    mask = os.umask(0)
+    os.umask(mask)
+    want = 0o666 & ~mask
+    for name in ("config.yaml", "summary.json", "metrics.jsonl", "predictions.jsonl", "trainable.pt"):
+        assert modes[name] == want, (name, oct(modes[name]), oct(want))
