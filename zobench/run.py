@@ -58,15 +58,60 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, run_name: str | None = None,
       step, with a checkpoint that a re-run resumes (``zobench.interrupt``); a KeyboardInterrupt
       raised inside ends it ``interrupted`` too, resumable from its last checkpoint.
     - A traceback.txt is the current attempt's: a run that starts removes an earlier attempt's.
+    - Under torchrun (WORLD_SIZE > 1, zobench.distributed) the workers run the cell together: rank 0 as
+      above, the others beside it (``_follow_cell``), writing nothing, and ``run_dir`` is rank 0's.
     """
-    from zobench import interrupt
+    from zobench import distributed, interrupt
     from zobench.lock import RunDirLock
 
+    if distributed.setup(cfg.get("device", "auto")) > 1 and not distributed.is_main():
+        return _follow_cell(cfg)
     run_dir = Path(run_dir)
-    with interrupt.graceful_interrupt(), RunDirLock(run_dir) as held:
-        if not held:
-            return _busy(cfg, run_dir)
-        return _run_cell(cfg, run_dir, run_name, group)
+    distributed.begin_cell()
+    try:
+        with interrupt.graceful_interrupt(), RunDirLock(run_dir) as held:
+            if not held:
+                return _busy(cfg, run_dir)
+            return _run_cell(cfg, run_dir, run_name, group)
+    finally:
+        distributed.end_cell()  # the other workers wait for this cell: told it does not run, if _run did not start
+
+
+def _follow_cell(cfg: DictConfig) -> dict[str, Any]:
+    """A torchrun worker of rank > 0: run rank 0's cell beside it, its shard of every batch and evaluation,
+    writing no file (rank 0 writes the run directory) and logging warnings only. Returns its own summary,
+    which ends as rank 0's does (every decision is shared); a cell rank 0 does not run is ``skipped``."""
+    import os
+
+    from zobench import distributed, interrupt
+    from zobench.train import Diverged
+
+    tqdm_before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # no progress bar beside rank 0's
+    try:
+        with interrupt.graceful_interrupt(), distributed.quiet_logs():
+            run_dir = distributed.wait_for_cell()
+            if run_dir is None:
+                return {"status": "skipped", "error": None, "skipped": True, "rank": distributed.rank()}
+            summary = _base_summary(cfg)
+            summary["rank"] = distributed.rank()
+            try:
+                _run(cfg, Path(run_dir), distributed.NullRecorder(), summary, distributed.FollowerCheckpointer(run_dir))
+                summary["status"] = "completed"
+            except (Exception, KeyboardInterrupt) as exc:  # the same statuses as rank 0's (_run_cell)
+                if isinstance(exc, KeyboardInterrupt):
+                    interrupt.request()
+                summary["status"] = ("diverged" if isinstance(exc, Diverged) else "interrupted"
+                                     if isinstance(exc, (interrupt.Interrupted, KeyboardInterrupt)) else "failed")
+                summary["error"] = f"{type(exc).__name__}: {exc}"
+                if summary["status"] == "failed":
+                    log.error("rank %d: run failed: %s", distributed.rank(), summary["error"], exc_info=True)
+            return summary
+    finally:
+        if tqdm_before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_before
 
 
 def _busy(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -197,6 +242,7 @@ def _loggers(cfg, run_dir: Path, run_name: str | None, group: str | None) -> lis
 
 
 def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=None) -> None:
+    from zobench import distributed
     from zobench.models import count_params, load_model, resolve_device
     from zobench.optim import build_optimizer
     from zobench.scoring import Scorer
@@ -205,7 +251,9 @@ def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=Non
     from zobench.tuning import apply_tuning, count_trainable, input_budget, no_training, prepare_data, trains
     from zobench.validate import validate_config
 
+    distributed.start_cell(run_dir)  # torchrun: the other workers run this cell beside rank 0 (no-op alone)
     validate_config(cfg)
+    distributed.check_config(cfg)  # what a data-parallel run refuses (WORLD_SIZE > 1 only)
     if not trains(cfg.tuning) and no_training(cfg.trainer):  # ICL in a sweep that sets trainer.steps
         log.warning("tuning=%s trains nothing: trainer.steps=0, trainer.zero_shot=false", cfg.tuning.name)
         summary["steps_budget"] = 0
@@ -213,6 +261,11 @@ def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=Non
     summary["data"] = data.info
     model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.seed)
     model, named = apply_tuning(model, cfg.tuning, cfg.seed)
+    if distributed.active():  # the workers start from the same trainable parameters (checked; rank 0's if not)
+        summary["world_size"], summary["distributed_backend"] = distributed.world_size(), distributed.backend()
+        distributed.sync_parameters(named)
+    if cfg.model.get("device_map") is not None:  # one model over several devices (accelerate)
+        summary["device_map"] = sorted({str(d) for d in getattr(model, "hf_device_map", {}).values()})
     summary["trainable_params"], summary["total_params"] = count_trainable(named), count_params(model)
     optimizer = None  # a scheme that trains nothing (ICL) needs none
     if trains(cfg.tuning):  # built by fit after the inference peak is measured: its state is not in that baseline
@@ -280,14 +333,29 @@ def main(cfg: DictConfig) -> None:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "data.dir", "paths."))]
-    run_name = ",".join(overrides) or None
+    from zobench.wandb_logger import hydra_run_name
+
+    run_name = hydra_run_name(hc)  # the overrides the sweep varies: optimizer=zo_sgd,seed=1
     group = Path(hc.sweep.dir).name if multirun else None
     if multirun:
         from zobench import sweep
 
         if not sweep.may_start(hc.runtime.output_dir):  # the sweep was stopped: no cell starts
             return
+    from zobench.models import infer_model
+
+    try:  # model.family / model.kind left auto (model=hf): read from the model's config (the hub if need be)
+        # before the cell starts, so that validation, the cell's key and its config.yaml have the real values
+        inferred = infer_model(cfg.model, hub=True)
+        if inferred:
+            log.info("model %s: model_type %s (%s) -> model.family=%s, model.kind=%s", cfg.model.name,
+                     inferred["model_type"], inferred["source"], inferred["family"], inferred["kind"])
+    except ConfigError as exc:  # the model cannot be told: nothing is written in the run directory
+        log.error("run refused: %s", exc)
+        if not multirun:
+            sys.exit(f"zobench: bad config: {exc}")
+        sweep.cell_ended({"status": "failed", "error": f"ConfigError: {exc}", "refused": True}, hc.runtime.output_dir)
+        return
     summary = run_cell(cfg, hc.runtime.output_dir, run_name, group)
     _print_summary(summary, hc.runtime.output_dir)
     if multirun:  # a failed cell is recorded and the sweep goes on; its end line and exit code come at the end
@@ -297,9 +365,15 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """Console script: check the command line first, so a typo costs a second, then run Hydra."""
+    """Console script: ``--version`` (zobench's version and git commit); otherwise check the command line
+    first, so a typo costs a second, then run Hydra."""
     from zobench.cli_check import precheck
 
+    if any(a in ("--version", "-V") for a in sys.argv[1:]):  # Hydra's own --version would print Hydra's
+        from zobench import version_line
+
+        print(version_line())
+        return
     precheck(sys.argv[1:])
     main()
 

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from zobench import interrupt
+from zobench import distributed, interrupt
 from zobench.measure import PeakMemory, StepTimer, release_memory, synchronize
 from zobench.optim.closure import MicroBatchLoss
 from zobench.record import save_torch_atomic
@@ -59,10 +59,10 @@ def _dev_score(scorer: Scorer, dev: Sequence[Example], tr: Any, metric: str) -> 
     """
     if not dev:
         return None
-    result = evaluate(scorer, dev, tr.eval_batch_size)
+    result = distributed.evaluate(scorer, dev, tr.eval_batch_size)  # = evaluate() in one process
     row = {"dev_accuracy": result.metrics["accuracy"], f"dev_{metric}": result.metrics[metric]}
     if tr.get("selection", "dev_metric") == "dev_loss":
-        row["dev_loss"] = scorer.loss_over(dev, tr.loss, tr.eval_batch_size)
+        row["dev_loss"] = distributed.loss_over(scorer, dev, tr.loss, tr.eval_batch_size)
         return row, -row["dev_loss"]
     return row, result.metrics[metric]
 
@@ -76,11 +76,14 @@ class _BestState:
     killed: with a state checkpoint (``pin``), the checkpoint's best state is kept aside as
     ``best_trainable-<step>.pt`` (a rename) when a later step becomes best, until the next checkpoint;
     a replay checkpoint needs no copy, its loss log re-creates that state (``fit``/``_restore``).
+
+    ``writes=False`` (a data-parallel worker of rank > 0): the best step and score are followed, no file is
+    touched, and ``restore`` receives rank 0's state (zobench.distributed).
     """
 
-    def __init__(self, run_dir: Path, params: Sequence[torch.Tensor], pin: bool):
+    def __init__(self, run_dir: Path, params: Sequence[torch.Tensor], pin: bool, writes: bool = True):
         self.run_dir, self.path, self.params = Path(run_dir), Path(run_dir) / "best_trainable.pt", params
-        self.step, self.score, self.pin = None, -math.inf, pin
+        self.step, self.score, self.pin, self.writes = None, -math.inf, pin, writes
         self.pinned: int | None = None  # the best step the latest checkpoint refers to
 
     def _pinned_path(self, step: int) -> Path:
@@ -89,19 +92,22 @@ class _BestState:
     def offer(self, step: int, score: float) -> bool:
         if score <= self.score:
             return False
-        if self.pin and self.pinned is not None and self.pinned == self.step and self.path.exists():
+        if self.writes and self.pin and self.pinned is not None and self.pinned == self.step and self.path.exists():
             os.replace(self.path, self._pinned_path(self.step))  # the checkpoint's best state stays restorable
         self.save(step)
         self.score = score
         return True
 
     def save(self, step: int) -> None:
-        save_torch_atomic({"step": step, "params": [p.detach().cpu() for p in self.params]}, self.path)
+        if self.writes:
+            save_torch_atomic({"step": step, "params": [p.detach().cpu() for p in self.params]}, self.path)
         self.step = step
 
     def checkpointed(self) -> None:
         """A checkpoint now refers to the current best state: copies kept for earlier checkpoints go."""
         self.pinned = self.step
+        if not self.writes:
+            return
         for path in self.run_dir.glob("best_trainable-*.pt"):
             path.unlink(missing_ok=True)
 
@@ -118,6 +124,8 @@ class _BestState:
     def resume(self, step: int | None, score: float, replay: bool) -> str:
         """Take the checkpoint's best step; return "ok", "replay" (re-create it while replaying) or "lost"."""
         self.step, self.score, self.pinned = step, score, step
+        if not self.writes:
+            return "ok"  # rank 0's answer is what counts (fit broadcasts it)
         if step is None:
             self.discard()
             return "ok"
@@ -135,15 +143,19 @@ class _BestState:
 
     @torch.no_grad()
     def restore(self) -> None:
-        saved = torch.load(self.path)
-        if isinstance(saved, dict):
-            if saved.get("step") != self.step:  # never evaluate another step's state under this one's name
-                raise RuntimeError(f"{self.path} holds the state of step {saved.get('step')}, not of the best step {self.step}")
-            saved = saved["params"]
-        for p, tensor in zip(self.params, saved):
-            p.copy_(tensor)
+        if self.writes:
+            saved = torch.load(self.path)
+            if isinstance(saved, dict):
+                if saved.get("step") != self.step:  # never evaluate another step's state under this one's name
+                    raise RuntimeError(f"{self.path} holds the state of step {saved.get('step')}, not of the best step {self.step}")
+                saved = saved["params"]
+            for p, tensor in zip(self.params, saved):
+                p.copy_(tensor)
+        distributed.broadcast_(self.params)  # data parallel: every worker gets rank 0's best state (no-op alone)
 
     def discard(self) -> None:
+        if not self.writes:
+            return
         self.path.unlink(missing_ok=True)
         for path in self.run_dir.glob("best_trainable-*.pt"):
             path.unlink(missing_ok=True)
@@ -210,11 +222,14 @@ class _StepLosses:
 
     Recording the loss values an estimator sees is what makes a ZO checkpoint a log: replaying
     them re-runs the estimator's exact float operations without the forward passes
-    (zobench.checkpoint). ``forward_ms`` accumulates synchronized forward time.
+    (zobench.checkpoint). ``forward_ms`` accumulates synchronized forward time. ``sharded``
+    (data parallel, zobench.distributed.ShardedLoss): this worker's shard is forwarded and the value is the
+    whole part's loss, combined over the workers (what is recorded, and replayed).
     """
 
-    def __init__(self, scorer: Scorer, loss: str, device: torch.device, replay: list[float] | None = None):
-        self.scorer, self.loss, self.device = scorer, loss, device
+    def __init__(self, scorer: Scorer, loss: str, device: torch.device, replay: list[float] | None = None,
+                 sharded=None):
+        self.scorer, self.loss, self.device, self.sharded = scorer, loss, device, sharded
         self.values: list[float] = []
         self.replay = iter(replay) if replay is not None else None
         self.forward_ms = 0.0
@@ -224,7 +239,7 @@ class _StepLosses:
             return torch.tensor(next(self.replay), dtype=torch.float64)
         synchronize(self.device)
         t0 = time.perf_counter()
-        value = self.scorer.loss(part, self.loss)
+        value = self.scorer.loss(part, self.loss) if self.sharded is None else self.sharded(part)
         self.values.append(float(value.detach()))  # synchronizes: the forward is done
         self.forward_ms += (time.perf_counter() - t0) * 1e3
         return value
@@ -247,10 +262,17 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     builds it: a fresh run then calls it only after measuring the inference peak, so that the optimizer's
     state (ZO-Adam's moments, HiZOO's H, FO-Adam's) is in the training peak and not in the inference
     baseline; ``optimizer_state_bytes`` is reported beside both.
+
+    Data parallel (torchrun, zobench.distributed): every worker runs this with the same batches; each step
+    forwards this worker's shard and combines the losses (ZO) or gradients (FO, DDP) over the workers;
+    evaluations are sharded and gathered; only rank 0 (``main``) writes files, and rank 0's checkpoint,
+    decisions on it and best state are broadcast to the others.
     """
     tr, metric = cfg.trainer, cfg.task.metric
+    main = distributed.is_main()
     build = optimizer if callable(optimizer) and not hasattr(optimizer, "step") else None
     resume = checkpointer.load() if checkpointer is not None and tr.resume else None
+    resume = distributed.broadcast_object(resume)  # rank 0 reads the checkpoint, every worker resumes it
     if build is not None:
         optimizer = build() if resume is not None else None  # a fresh run builds it after the inference peak
     if resume is not None and optimizer is not None:
@@ -267,9 +289,12 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     if checkpointer is not None and checkpointer.warnings:  # an unusable checkpoint, in the summary as in the log
         out["warnings"] = [*(out.get("warnings") or []), *checkpointer.warnings]
     if resume is None and tr.zero_shot:
-        zs = evaluate(scorer, data.eval, tr.eval_batch_size)
-        zs.write(run_dir / ZERO_SHOT_PREDICTIONS)
+        zs = distributed.evaluate(scorer, data.eval, tr.eval_batch_size)
+        if main:
+            zs.write(run_dir / ZERO_SHOT_PREDICTIONS)
         out.update(summary_fields("zero_shot", zs, metric))
+        recorder.log({"step": 0, **{k: out[k] for k in dict.fromkeys(("zero_shot_accuracy", f"zero_shot_{metric}", "zero_shot_score"))},
+                      "forward_passes": 0})  # the untuned model at step 0 of the curves (and of W&B)
         log.info("zero-shot eval %s %.4f %s", metric, zs.metrics[metric], _ci_text(out["zero_shot_score_ci95"]))
     out["num_eval"] = len(data.eval)
     if tr.steps == 0 or (optimizer is None and build is None):
@@ -285,19 +310,23 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         release_memory()
         meter.reset()
         with torch.no_grad():
-            scorer.loss(first, tr.loss)
+            scorer.loss(distributed.shard(first) or first, tr.loss)  # data parallel: what a worker forwards
         out["inference_peak_memory_bytes"] = meter.read()["peak_bytes"]
         out["baseline_memory_bytes"] = meter.baseline_bytes
         if optimizer is None:
             optimizer = build()
     replay = _replayable(optimizer)
-    best = _BestState(run_dir, [p for _, p in named_params], pin=not replay)
+    best = _BestState(run_dir, [p for _, p in named_params], pin=not replay, writes=main)
+    sharded = None
+    if distributed.active():  # this worker's shard of each batch; ZO all-reduces the losses, FO the gradients (DDP)
+        sharded = distributed.ShardedLoss(scorer, tr.loss, _loss_size(scorer, tr.loss),
+                                          ddp=getattr(optimizer, "family", None) in ("fo", "hybrid"))
     loss_log: list[list[float]] = []
     forward_ms: list[float] = []
     peaks: list[dict[str, int]] = []
     done = 0
     if resume is not None:
-        kept = best.resume(resume["best_step"], resume["best_score"], replay)
+        kept = distributed.broadcast_object(best.resume(resume["best_step"], resume["best_score"], replay))
         if kept == "lost":  # only when files were removed by hand, or torn by code that wrote them in place
             message = (f"{best.path} does not hold the best-on-dev state of step {resume['best_step']} that the "
                        "checkpoint recorded: dev selection starts again with the steps after the checkpoint")
@@ -317,6 +346,8 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
         first = next(stream)
 
     def save_checkpoint(step: int) -> None:
+        if not main:
+            return
         tensors = None if replay else {"params": [p.detach().cpu() for _, p in named_params],
                                        "optimizer": optimizer.state_dict()}
         checkpointer.save({"step": step, "out": out, "best_step": best.step, "best_score": best.score, "stale_evals": stale,
@@ -332,9 +363,12 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     try:
         batch = first
         for step in range(done + 1, tr.steps + 1):
-            losses = _StepLosses(scorer, tr.loss, device)
+            losses = _StepLosses(scorer, tr.loss, device, sharded=sharded)
             with timer:
-                stats = optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss)))
+                closure = MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss))
+                if sharded is not None:
+                    sharded.sync_part = closure.parts[-1]  # FO: DDP all-reduces the gradients with the last micro-batch
+                stats = optimizer.step(closure)
             loss_log.append(losses.values)
             forward_ms.append(losses.forward_ms)
             out["steps"], out["forward_passes"] = step, out["forward_passes"] + stats["forward_passes"]
@@ -366,7 +400,7 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
                     log.info("early stop at step %d: no dev improvement in %d evaluations", step, stale)
                     break
             if checkpointer is not None and step < tr.steps:
-                if interrupt.requested():
+                if distributed.any_true(interrupt.requested()):  # data parallel: every worker stops after this step
                     save_checkpoint(step)
                     raise interrupt.Interrupted(f"stopped by a signal after step {step}; the checkpoint resumes it")
                 if tr.checkpoint_every and step % tr.checkpoint_every == 0:
@@ -399,7 +433,7 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     best.discard()
     if best.step is None:
         out["best_step"] = out["steps"]  # no dev set: the final state is the one evaluated
-    if tr.save_trainable:
+    if tr.save_trainable and main:
         save_torch_atomic({n: p.detach().cpu() for n, p in named_params}, run_dir / "trainable.pt")
     _final_eval(scorer, data, tr, metric, run_dir, out)
     if checkpointer is not None:
@@ -417,8 +451,9 @@ def _final_eval(scorer: Scorer, data: TaskData, tr: Any, metric: str, run_dir: P
     if not tr.get("test", True):
         log.info("trainer.test=false: the eval set is not scored (best dev %s: %s)", metric, out.get("best_dev_score"))
         return
-    final = evaluate(scorer, data.eval, tr.eval_batch_size)
-    final.write(run_dir / PREDICTIONS)
+    final = distributed.evaluate(scorer, data.eval, tr.eval_batch_size)  # = evaluate() in one process
+    if distributed.is_main():
+        final.write(run_dir / PREDICTIONS)
     out.update(summary_fields("test", final, metric))
     log.info("eval %s %.4f %s (state of step %s, n=%d)", metric, final.metrics[metric], _ci_text(out["test_score_ci95"]),
              out.get("best_step"), len(data.eval))

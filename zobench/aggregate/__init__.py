@@ -10,9 +10,12 @@
     layout.py     conf/tables/<name>.yaml -> rows x columns of cells
     published.py  conf/published/*.csv: published numbers with their sources, joined beside
     render.py     Markdown, LaTeX, CSV, with what was left out listed under each table
+    sweep_table.py  the default table of any sweep: per task, the config keys that vary x score (95% CI over
+                  seeds), n, peak memory, ratio to inference, step time, forward passes; failed runs under it
+    wandb_push.py ``--wandb``: tables (numbers as numbers) and figures to W&B; ``--wandb-runs``: run dirs as W&B runs
     plots.py      convergence (x: steps, forward passes, forward-pass equivalents), accuracy vs memory,
                   accuracy vs compute, memory vs sequence length (PNG + PDF)
-    cli.py        ``zobench-aggregate RUNS_DIR [--table NAME ...] [--out DIR]``
+    cli.py        ``zobench-aggregate RUNS_DIR [--table NAME|sweep|all ...] [--out DIR]`` (default: the sweep table)
     reproduce.py  ``make reproduce-tables``: run the paper grids (conf/experiment/), then aggregate
     cost.py       the plan's cost model: seconds of a cell on 2 CPU cores, or on GPUs from MeZO Table 23
     findings.py   ``make findings``: the claims of conf/claims/ evaluated on runs into FINDINGS.md;
@@ -34,11 +37,13 @@ from zobench.aggregate.published import load_published
 from zobench.aggregate.render import to_csv, to_frame, to_latex, to_markdown
 from zobench.aggregate.seeds import SeedStats, group_seeds
 from zobench.aggregate.select import select_by_dev
+from zobench.aggregate.sweep_table import build_sweep_table, build_sweep_tables
 
 
 
 def aggregate(runs_dir, tables=None, out=None, plots=True, command=None) -> dict:
-    """Tables and figures of ``runs_dir`` written under ``out`` (see ``zobench.aggregate.cli``)."""
+    """Tables and figures of ``runs_dir`` written under ``out`` (see ``zobench.aggregate.cli``). ``tables``:
+    None, the sweep table; layout names (and/or "sweep"); "all", every layout and the sweep table."""
     from zobench.aggregate.cli import aggregate as _aggregate  # lazy: `python -m ...cli` stays clean
 
     return _aggregate(runs_dir, tables, out, plots, command)
@@ -47,4 +52,4 @@ def aggregate(runs_dir, tables=None, out=None, plots=True, command=None) -> dict
 __all__ = ["aggregate", "Layout", "Table", "build_tables", "layout_names", "load_layout", "load_runs", "problems",
            "plot_accuracy_vs_compute", "plot_accuracy_vs_memory", "plot_all", "plot_convergence", "plot_memory_vs_seq_len", "read_metrics",
            "load_published", "to_csv", "to_frame", "to_latex", "to_markdown", "SeedStats", "group_seeds",
-           "select_by_dev"]
+           "select_by_dev", "build_sweep_table", "build_sweep_tables"]

@@ -274,7 +274,11 @@ def build_tables(layout: Layout, runs: pd.DataFrame, published: pd.DataFrame | N
                     stats = stats.with_bootstrap(ci[0] * measure["scale"], ci[1] * measure["scale"])
             cell = Cell(stats, measure, selection)
             if published is not None and layout.published is not None:
-                where_pub = {**layout.filters, **where}
+                # the split (e.g. task=sst2 of a per-task memory table) is a condition too, unless the layout pins or
+                # ignores that key for its published numbers (model: published for OPT-13B, shown beside any model)
+                spec = layout.published
+                where_pub = {**layout.filters, **{k: v for k, v in split.items()
+                                                  if k not in spec.ignore and k not in (spec.where or {})}, **where}
                 cell.published, cell.published_source = lookup(published, layout.published, where_pub, column)
                 cell.comparable = _same_model(published, cell) and _same_variant(published, cell)
             cells[(i, j)] = cell

@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = args.command or " ".join(shlex.quote(a) for a in ["python", "-m", "zobench.aggregate.reproduce",
                                                                  *(argv if argv is not None else sys.argv[1:])])
-    result = aggregate(runs_dir, out=runs_dir / "aggregate", command=command)
+    result = aggregate(runs_dir, tables="all", out=runs_dir / "aggregate", command=command)
     print(result["markdown"])
     from zobench.aggregate.findings import write_findings
 
