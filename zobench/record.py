@@ -19,14 +19,12 @@ import logging
 import math
 import os
 import platform
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("zobench")
 
 RESERVE = ".summary-reserve.tmp"  # room kept for summary.json on a full disk (a .*.tmp name: never committed)
@@ -159,11 +157,7 @@ def versions() -> dict[str, str]:
 
     import zobench
 
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
-        commit = done.stdout.strip() if done.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
+    commit = zobench.git_commit() or "unknown"  # a checkout's HEAD, or the commit a wheel was built from
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "zobench": zobench.__version__, "git_commit": commit}
 

@@ -70,6 +70,9 @@ def _get(cfg: Any, key: str):
 
 
 def validate_config(cfg: Any) -> None:
+    from zobench.models import model_for_checks
+
+    cfg = model_for_checks(cfg)  # model.family/kind: auto (model=hf): a local config.json or stand-ins, never the hub
     if cfg.dtype not in DTYPES:
         raise bad_choice("dtype", cfg.dtype, DTYPES)
     if cfg.device not in DEVICES:
@@ -241,7 +244,7 @@ def validate_optimizer(opt: Any, dtype: str | None = None) -> None:
         from zobench.optim.hybrid import check_config
 
         check_config(opt)
-    if kind(est) in ("BlockSPSA", "SparseSPSA", "HiZOO", "LowRankSPSA"):  # estimators that check their own keys (optim/blockwise.py, sparse.py)
+    if kind(est) in ("BlockSPSA", "SparseSPSA", "HiZOO", "LowRankSPSA", "FZOO", "SparseMeZO", "MeZOSVRG"):  # estimators that check their own keys (optim/blockwise.py, sparse.py, ...)
         from hydra.utils import get_class
 
         get_class(est._target_).check_config(est)

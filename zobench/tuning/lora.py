@@ -19,6 +19,12 @@ QUERY_VALUE = {
     "llama": ["q_proj", "v_proj"],   # LLaMA, Vicuna, SmolLM2
     "mistral": ["q_proj", "v_proj"],
     "roberta": ["query", "value"],
+    "bert": ["query", "value"],
+    "qwen2": ["q_proj", "v_proj"],
+    "gptj": ["q_proj", "v_proj"],
+    "gpt_neo": ["q_proj", "v_proj"],
+    "gpt_neox": ["query_key_value"],  # fused q/k/v: LoRA on the whole projection
+    "gpt2": ["c_attn"],               # fused q/k/v (Conv1D)
 }
 
 
