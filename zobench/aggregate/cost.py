@@ -36,7 +36,11 @@ EVAL_PAIRS_PER_BATCH = 32
 # +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
 STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_adam": (2, 5),
              "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (4, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0),
-             "hizoo": (3, 5), "lozo": (2, 0.4), "lozo_m": (2, 0.4)}
+             "hizoo": (3, 5), "lozo": (2, 0.4), "lozo_m": (2, 0.4),
+             # fzoo: N + 1 = 9 forwards, 3N − 1 = 23 Rademacher draws (~1/3 of a Gaussian pass each); sparse_mezo: zo_sgd's
+             # + one mask pass; mezo_svrg: a minibatch step (2 probes at θ, 2 at θ̄, 9 draws); its anchor steps, every
+             # q-th, cost 2·num_train/batch forwards, which this per-step table cannot hold
+             "fzoo": (9, 8), "sparse_mezo": (2, 4), "mezo_svrg": (4, 9)}
 
 # -- GPU: seconds per training step from MeZO Table 23 (MultiRC, A100-80GB), batch in brackets,
 # and the GPUs it took. conf/published/mezo2023_memory_time.csv holds the same numbers with sources.

@@ -1,13 +1,14 @@
 """Optimizers: ``conf/optimizer/<name>.yaml`` composes an estimator and transforms (or a torch.optim class).
 
-ZO family: ``estimator`` (spsa.SPSA, forward_grad.ForwardGrad, bszo.BSZO, hizoo.HiZOO) returns ĝ in seed
+ZO family: ``estimator`` (spsa.SPSA, forward_grad.ForwardGrad, bszo.BSZO, hizoo.HiZOO, fzoo.FZOO) returns ĝ in seed
 form; ``transforms`` (transforms.ScaleBySign, Momentum, Adam) shape each tensor's update;
 zo.ZOOptimizer runs the sweep, weight decay, schedule and the conservative option. An estimator with an
 ``optimizer_class`` brings a ZOOptimizer subclass: hizoo.HiZOOOptimizer (HiZOO's Hessian in the state) and
-lozo.LowRankZO (LOZO / LOZO-M: directions U Vᵀ per matrix, momentum in U's space).
+lozo.LowRankZO (LOZO / LOZO-M: directions U Vᵀ per matrix, momentum in U's space) and mezo_svrg.SVRGZO (MeZO-SVRG:
+a full-batch anchor θ̄ every q steps, two learning rates; ``needs_full_batch``: the trainer passes the train set).
 Estimators with masked directions: blockwise.BlockSPSA (block-wise ZO and its equal-cost baseline),
-sparse.SparseSPSA (sparsity-induced ZO). Hybrid family: hybrid.HybridZOFO, ZO for the embeddings and
-the first K layers, a torch.optim class on the rest.
+sparse.SparseSPSA (sparsity-induced ZO), sparse_mezo.SparseMeZO (Sparse-MeZO: the small-magnitude entries).
+Hybrid family: hybrid.HybridZOFO, ZO for the embeddings and the first K layers, a torch.optim class on the rest.
 FO family: fo.FOOptimizer wraps a torch.optim class. Every optimizer takes the same
 ``weight_decay`` (decoupled, no decay on biases and norms), ``schedule`` and ``accumulation_steps``.
 """
