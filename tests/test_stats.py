@@ -153,3 +153,9 @@ def test_paired_bootstrap_agrees_with_mcnemar_on_accuracy():
 def test_bad_input_names_the_argument(call, key):
     with pytest.raises(ConfigError, match=key):
         call()
+
+
+def test_seed_interval_of_identical_seeds_is_zero_width():
+    """scipy.stats.t.interval gives NaN at scale 0; seeds that agree exactly get lo = hi = mean."""
+    out = stats.seed_interval([0.5, 0.5, 0.5])
+    assert (out["lo"], out["hi"], out["std"]) == (0.5, 0.5, 0.0)

@@ -18,7 +18,8 @@ so B resamples are one (B × U) @ (U × k) product.
   EMNLP 2012; Koehn, EMNLP 2004). Significance testing in NLP: Dror et al., ACL 2018.
 - ``mcnemar``: exact McNemar test on the discordant pairs, b = #(a right, b wrong),
   c = #(a wrong, b right); under H0 b ~ Binomial(b + c, 1/2) (McNemar 1947; Dietterich 1998).
-- ``seed_interval``: Student-t interval over seeds, mean ± t_{(1+level)/2, n−1} · s / √n.
+- ``seed_interval``: Student-t interval over seeds, mean ± t_{(1+level)/2, n−1} · s / √n
+  (``scipy.stats.t.interval``).
 
 Predictions may be 1-D (n examples) or 2-D (k seeds × n examples, the same examples in every row):
 with k rows each example's counts are averaged over the seeds, so the resampling unit stays the
@@ -108,8 +109,9 @@ def seed_interval(values: Sequence[float], level: float = 0.95) -> dict:
     if vals.size == 1:
         return {"mean": mean, "lo": None, "hi": None, "n": 1, "std": None}
     std = float(vals.std(ddof=1))
-    half = float(_st.t.ppf((1 + level) / 2, vals.size - 1)) * std / math.sqrt(vals.size)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(vals.size), "std": std}
+    # scipy answers NaN for scale 0; seeds that agree exactly have a zero-width interval, not none
+    lo, hi = (mean, mean) if std == 0 else _st.t.interval(level, vals.size - 1, loc=mean, scale=std / math.sqrt(vals.size))
+    return {"mean": mean, "lo": float(lo), "hi": float(hi), "n": int(vals.size), "std": std}
 
 
 # -- internals ------------------------------------------------------------------------------------------
@@ -171,7 +173,14 @@ def _unit_sums(counts: np.ndarray, groups, n: int) -> np.ndarray:
 
 
 def _resample(sums: np.ndarray, n_boot: int, seed: int, statistic) -> np.ndarray:
-    """``statistic`` of B resamples of the rows of ``sums`` drawn with replacement (U draws each)."""
+    """``statistic`` of B resamples of the rows of ``sums`` drawn with replacement (U draws each).
+
+    Kept rather than ``scipy.stats.bootstrap``: scipy resamples observations of each sample (paired=True
+    pairs them by index) but has no cluster resampling (MultiRC's answers of one paragraph drawn together),
+    and it would evaluate the F1 of every resample in Python or vectorised over the full (B × n) copy of the
+    data; here the metric of B resamples is one (B × U) @ (U × k) product on per-unit sufficient
+    statistics, paired by construction (both systems' counts sit in the same rows). Its percentile
+    interval is the same estimator as ``bootstrap(..., method="percentile")``."""
     rng = np.random.default_rng(seed)
     units = sums.shape[0]
     chunk = max(1, _CHUNK_CELLS // units)

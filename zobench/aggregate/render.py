@@ -109,6 +109,8 @@ def problem_lines(table: Table) -> list[str]:
 
 
 # -- Markdown ---------------------------------------------------------------------------------
+# Kept rather than DataFrame.to_markdown: that needs `tabulate` (not a dependency), pads every cell to the
+# column width (the tests and the committed tables match the cells' exact text) and does not escape "|".
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -151,19 +153,19 @@ def tex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
+    """A booktabs ``table`` float through pandas' ``Styler.to_latex``; cells are escaped here first
+    (``tex_escape`` also turns †, ‡, Δ, −, ×, ε into math, which Styler's ``escape="latex"`` does not)."""
     n = table.max_n()
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\begin{tabular}{l" + "r" * len(table.col_labels) + "}", r"\toprule",
-             " & ".join([tex_escape(table.layout.row_header)] + [tex_escape(c) for c in table.col_labels]) + r" \\",
-             r"\midrule"]
-    for i, label in enumerate(table.row_labels):
-        cells = [tex_escape(cell_text(table.cells[(i, j)], n)) for j in range(len(table.col_labels))]
-        lines.append(" & ".join([tex_escape(label)] + cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + tex_escape(table.heading) + "}",
-              r"\label{tab:" + "-".join([table.layout.name, *map(str, table.split.values())]) + "}", r"\end{table}"]
+    header = [tex_escape(table.layout.row_header)] + [tex_escape(c) for c in table.col_labels]
+    rows = [[tex_escape(label)] + [tex_escape(cell_text(table.cells[(i, j)], n)) for j in range(len(table.col_labels))]
+            for i, label in enumerate(table.row_labels)]
+    label = "tab:" + "-".join([table.layout.name, *map(str, table.split.values())])
+    tex = (pd.DataFrame(rows, columns=header).style.hide(axis="index")
+           .to_latex(hrules=True, column_format="l" + "r" * len(table.col_labels), environment="table",
+                     position="t", position_float="centering", caption=tex_escape(table.heading), label=label))
+    tex = tex.replace("\\centering\n", "\\centering\n\\small\n", 1)
     trailer = notes(table) + problem_lines(table)
-    lines += ["% " + line.replace("\n", " ") for line in trailer]
-    return "\n".join(lines) + "\n"
+    return tex + "".join("% " + line.replace("\n", " ") + "\n" for line in trailer)
 
 
 # -- CSV --------------------------------------------------------------------------------------

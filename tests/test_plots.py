@@ -1,0 +1,132 @@
+"""Figures: a fixed style per optimizer and tuning scheme, labels that say what was measured, seed bands,
+and files a paper can use (PNG at 300 dpi and PDF, printed width, legend outside the axes)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from zobench import ROOT
+from zobench.aggregate import style
+from zobench.aggregate.load import load_runs
+from zobench.aggregate.plots import (memory_label, plot_accuracy_vs_compute, plot_accuracy_vs_memory, plot_all,
+                                     plot_convergence, plot_memory_vs_seq_len)
+
+BASE = dict(status="completed", error=None, model="tiny-opt", task="multirc", dtype="bf16", template="mezo",
+            metric="f1", lr=1e-3, eps=1e-3, steps_budget=8, steps=8, forward_passes=16, forward_passes_per_step=2,
+            best_dev_score=0.5, test_score=0.5, test_f1=0.5, peak_memory_bytes=2 * 2**30,
+            inference_peak_memory_bytes=2**30, step_time_ms=10.0, device="cuda", batch_size=4,
+            memory_method="cuda_allocator", seq_len=128)
+
+
+def _run(root: Path, name: str, metrics: bool = True, **fields) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({**BASE, **fields}))
+    if metrics:
+        seed = fields.get("seed", 0)
+        rows = [{"step": s, "loss": 1.0 / s + 0.01 * seed, "forward_passes": 2 * s} for s in range(1, 9)]
+        rows += [{"step": s, "dev_f1": 0.4 + 0.02 * s + 0.01 * seed} for s in (4, 8)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def grid(tmp_path):
+    for opt in ("zo_sgd", "fo_adam"):
+        for tuning in ("lora", "prefix"):
+            for seed in range(2):
+                _run(tmp_path, f"{opt}-{tuning}-{seed}", optimizer=opt, tuning=tuning, seed=seed,
+                     test_score=0.6 + 0.05 * seed, test_f1=0.6 + 0.05 * seed,
+                     peak_memory_bytes=(2 + seed) * 2**30)
+            for seq_len in (256, 512):  # memory against length: not trained cells of their own
+                _run(tmp_path, f"{opt}-{tuning}-L{seq_len}", metrics=False, optimizer=opt, tuning=tuning, seed=9, lr=1e-4,
+                     seq_len=seq_len, peak_memory_bytes=seq_len / 64 * 2**30, best_dev_score=0.1)
+    return tmp_path
+
+
+def test_every_configured_optimizer_and_scheme_has_a_fixed_style():
+    optimizers = {p.stem for p in (ROOT / "conf" / "optimizer").glob("*.yaml")}
+    schemes = {p.stem for p in (ROOT / "conf" / "tuning").glob("*.yaml")}
+    assert optimizers <= set(style.OPTIMIZER_COLORS) and optimizers <= set(style.OPTIMIZER_NAMES)
+    assert schemes <= set(style.TUNING_LINESTYLES) and schemes <= set(style.TUNING_MARKERS)
+    colors = [style.OPTIMIZER_COLORS[o] for o in optimizers]
+    assert len(set(colors)) == len(colors)  # no two optimizers share a colour
+    assert len({str(style.TUNING_LINESTYLES[t]) for t in schemes}) == len(schemes)
+    # an unknown name: the same pick every time (CRC-32, not Python's salted hash)
+    assert style.optimizer_color("my_new_zo") == style.optimizer_color("my_new_zo")
+    assert style.optimizer_color("my_new_zo").startswith("#") and style.tuning_linestyle("adapters") is not None
+    assert style.cell_style("lora", "zo_sgd") == {"color": "#0072B2", "linestyle": "--", "marker": "s"}
+
+
+def test_memory_label_names_what_was_measured():
+    assert memory_label(pd.DataFrame({"peak_memory_gib": [1.0], "memory_method": ["rss_hwm"], "device": ["cpu"]})) \
+        == "peak CPU resident memory (GiB, RSS high-water)"
+    assert "GPU" in memory_label(pd.DataFrame({"peak_memory_gib": [1.0], "memory_method": ["cuda_allocator"]}))
+    assert memory_label(pd.DataFrame({"peak_memory_gib": [1.0], "device": ["cpu"]})) == "peak CPU memory (GiB)"
+    assert "mixed" in memory_label(pd.DataFrame({"peak_memory_gib": [1.0, 2.0],
+                                                 "memory_method": ["rss_hwm", "cuda_allocator"]}))
+
+
+def test_figures_are_paper_sized_and_labelled(grid, monkeypatch):
+    import matplotlib.figure
+
+    seen = []
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        texts = [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+        seen.append((Path(path).name, fig.get_figwidth(), texts, fig.legends, fig.get_axes(), kwargs))
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    runs = load_runs(grid)
+    paths = plot_all(runs, grid, grid / "fig")
+    names = {p.name for p in paths}
+    assert names == {f"{kind}_tiny-opt_multirc.{ext}" for ext in ("png", "pdf") for kind in
+                     ("convergence", "accuracy-vs-memory", "accuracy-vs-compute", "memory-vs-seq-len")}
+    assert all(p.stat().st_size > 0 for p in paths)
+    for name, width, texts, legends, axes, kwargs in seen:
+        title = next(t for t in texts if t.startswith(("Convergence", "Test score", "Memory")))
+        assert "tiny-opt" in title and "MultiRC" in title and "cuda" in title and "bf16" in title and "batch 4" in title
+        assert width in (style.COLUMN_IN, style.TEXT_IN)
+        assert legends and not any(ax.get_legend() for ax in axes)  # one legend, outside the axes
+        assert not any("accuracy" in t for t in texts)  # MultiRC's metric is F1
+        assert "FO-Adam / LoRA" in " ".join(texts) and "ZO-SGD / prefix" in " ".join(texts)
+        if name.endswith(".png"):
+            assert kwargs["dpi"] >= 200
+        all_labels = " ".join(ax.get_xlabel() + " " + ax.get_ylabel() for ax in axes)
+        if "memory" in name:
+            assert "peak GPU memory (GiB, CUDA allocator)" in all_labels
+        if name.startswith(("accuracy", "convergence")):
+            assert "F1 (%)" in all_labels
+    conv = [s for s in seen if s[0].startswith("convergence")][0]
+    ax = conv[4][0]
+    assert conv[1] == style.TEXT_IN and all(float(t).is_integer() for t in ax.get_xticks())
+    assert any(len(ax.collections) for ax in conv[4])  # the seed bands (2 seeds a cell)
+    # one x axis: one column wide
+    one = plot_convergence(runs, grid, grid / "one", x_axes=("step",))
+    assert one and seen[-1][1] == style.COLUMN_IN
+
+
+def test_same_optimizer_same_colour_across_figures(grid, monkeypatch):
+    import matplotlib.figure
+
+    colours = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        for ax in fig.get_axes():
+            for line in ax.get_lines():
+                if line.get_label().startswith(("ZO-SGD", "FO-Adam")):
+                    colours.setdefault(line.get_label().split(" (")[0], set()).add(line.get_color())
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    runs = load_runs(grid)
+    plot_convergence(runs, grid, grid / "fig")
+    plot_memory_vs_seq_len(runs, grid / "fig")
+    assert colours["ZO-SGD / LoRA"] == colours["ZO-SGD / prefix"] == {"#0072B2"}
+    assert colours["FO-Adam / LoRA"] == {"#000000"}
+    assert plot_accuracy_vs_memory(runs, grid / "fig") and plot_accuracy_vs_compute(runs, grid / "fig")
