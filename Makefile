@@ -9,7 +9,7 @@ SMOLLM2  := models/smollm2-135m/config.json
 DEMO_ZO_STEPS ?= 200
 DEMO_FO_STEPS ?= 20
 
-.PHONY: findings bench help install test test-slow test-all demo offline-models clean
+.PHONY: findings bench gpu-check help install test test-slow test-all demo offline-models clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ reproduce-tables: $(if $(and $(filter cpu,$(SCALE)),$(if $(DRY_RUN),,1)),$(SMOLL
 
 findings: ## evaluate the papers' claims (conf/claims/) on the CPU study's runs: runs/reproduce-cpu/aggregate/FINDINGS.md
 	$(PYTHON) -m zobench.aggregate.findings --runs-dir runs/reproduce-cpu --out runs/reproduce-cpu/aggregate/FINDINGS.md
+
+gpu-check: $(SMOLLM2) ## the bench on CUDA in fp32, fp16, bf16 against the GPU targets (runs/bench/gpu-*.json)
+	$(PYTHON) -m zobench.gpu_check
 
 bench: ## ZO step vs two forwards, peaks vs inference, MeZO-reference step, FO steps, eval (runs/bench/bench.json)
 	$(PYTHON) -m zobench.bench --out runs/bench/bench.json

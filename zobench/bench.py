@@ -44,8 +44,11 @@ TINY_SHAPE = dict(SMOLLM2_SHAPE, hidden_size=32, intermediate_size=64, num_hidde
                   num_key_value_heads=2, vocab_size=512)  # for the bench's own test
 
 
-def load_bench_model(device: torch.device, model_dir: Path | None, shape: dict = SMOLLM2_SHAPE):
-    """SmolLM2-135M when converted (``make offline-models``), else random weights of ``shape``."""
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def load_bench_model(device: torch.device, model_dir: Path | None, shape: dict = SMOLLM2_SHAPE, dtype: str = "fp32"):
+    """SmolLM2-135M when converted (``make offline-models``), else random weights of ``shape``; in ``dtype``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if model_dir is not None and (model_dir / "config.json").exists():
@@ -58,7 +61,7 @@ def load_bench_model(device: torch.device, model_dir: Path | None, shape: dict =
         model = LlamaForCausalLM(LlamaConfig(**shape, pad_token_id=0, bos_token_id=1, eos_token_id=2))
         label = "SmolLM2-135M shape" if shape is SMOLLM2_SHAPE else "tiny shape"
         tokenizer, source = build_tiny_tokenizer(), f"random-init:{label}"
-    return model.to(device).eval(), tokenizer, source
+    return model.to(device=device, dtype=DTYPES[dtype]).eval(), tokenizer, source
 
 
 def make_batch(tokenizer, n: int, tokens: int, seed: int = 0) -> list[Example]:
@@ -247,7 +250,7 @@ def run(args) -> dict:
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model, tokenizer, source = load_bench_model(device, None if args.tiny else args.model_dir,
-                                                TINY_SHAPE if args.tiny else SMOLLM2_SHAPE)
+                                                TINY_SHAPE if args.tiny else SMOLLM2_SHAPE, args.dtype)
     scorer = Scorer(model, tokenizer, "causal", max_length=args.tokens + 8)
     batch = make_batch(tokenizer, args.batch_size, args.tokens)
     named = [(n, p) for n, p in model.named_parameters()]
@@ -412,6 +415,7 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="zobench step/memory benchmark (make bench)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="the weights' dtype (GPU: fp16, bf16)")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "smollm2-135m")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
@@ -430,6 +434,7 @@ def main(argv=None) -> None:
     args.shared_examples = args.shared_examples or 2 * args.eval_examples
     res = run(args)
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    res["dtype"] = args.dtype
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(res))
