@@ -68,12 +68,12 @@ def test_nan_loss_ends_the_run_as_diverged_without_traceback(small_cfg, tmp_path
 
 
 def test_an_exception_is_recorded_as_failed(small_cfg, tmp_path, monkeypatch):
-    import zobench.train
+    import zobench.distributed
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(zobench.train, "evaluate", boom)
+    monkeypatch.setattr(zobench.distributed, "evaluate", boom)  # every evaluation of a run goes through it
     summary = run_cell(small_cfg(), tmp_path / "run")
     assert summary["status"] == "failed" and "disk on fire" in summary["error"]
     assert "RuntimeError" in (tmp_path / "run" / "traceback.txt").read_text()

@@ -53,7 +53,8 @@ CELL_GROUPS = ("model", "task", "tuning", "optimizer", "trainer", "data", "seed"
 # Keys added after results existed, at the value that computes what the code computed before them: at that
 # value they stay out of the hash, so adding a key never makes every finished folder another cell.
 ADDED_AT_DEFAULT = {"trainer.shared_context": True}  # packed candidates: same predictions, scores within ~1e-6
-VOLATILE = ("model.local_dir", "trainer.log_every", "trainer.checkpoint_every", "trainer.resume", "trainer.save_trainable")
+VOLATILE = ("model.local_dir", "trainer.log_every", "trainer.checkpoint_every", "trainer.resume", "trainer.save_trainable",
+            "model.device_map")  # where the layers sit, not what they compute (a run resumes on other GPUs)
 
 
 def cell_key(cfg) -> str:

@@ -29,7 +29,8 @@ def _base_summary(cfg: Any) -> dict[str, Any]:
 
     return {
         "status": "failed", "error": None,
-        "model": cfg.model.name, "task": cfg.task.name, "tuning": cfg.tuning.name,
+        "model": cfg.model.name, "model_family": cfg.model.family, "model_kind": cfg.model.kind,
+        "hub_id": cfg.model.get("hub_id"), "task": cfg.task.name, "tuning": cfg.tuning.name,
         "optimizer": cfg.optimizer.name, "seed": cfg.seed, "dtype": cfg.dtype, "device": cfg.device,
         "lr": cfg.optimizer.lr, "eps": cfg.optimizer.get("eps"), "template": cfg.task.template,
         "metric": cfg.task.metric, "loss": cfg.trainer.loss, "selection": cfg.trainer.get("selection", "dev_metric"),
@@ -67,7 +68,10 @@ def run_cell(cfg: DictConfig, run_dir: str | Path, run_name: str | None = None,
     if distributed.setup(cfg.get("device", "auto")) > 1 and not distributed.is_main():
         return _follow_cell(cfg)
     run_dir = Path(run_dir)
-    distributed.begin_cell()
+    if distributed.active():
+        from zobench.checkpoint import cell_key
+
+        distributed.begin_cell(cell_key(cfg))
     try:
         with interrupt.graceful_interrupt(), RunDirLock(run_dir) as held:
             if not held:
@@ -84,13 +88,14 @@ def _follow_cell(cfg: DictConfig) -> dict[str, Any]:
     import os
 
     from zobench import distributed, interrupt
+    from zobench.checkpoint import cell_key
     from zobench.train import Diverged
 
     tqdm_before = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # no progress bar beside rank 0's
     try:
         with interrupt.graceful_interrupt(), distributed.quiet_logs():
-            run_dir = distributed.wait_for_cell()
+            run_dir = distributed.wait_for_cell(cell_key(cfg))
             if run_dir is None:
                 return {"status": "skipped", "error": None, "skipped": True, "rank": distributed.rank()}
             summary = _base_summary(cfg)
@@ -265,7 +270,7 @@ def _run(cfg, run_dir: Path, recorder, summary: dict[str, Any], checkpointer=Non
         summary["world_size"], summary["distributed_backend"] = distributed.world_size(), distributed.backend()
         distributed.sync_parameters(named)
     if cfg.model.get("device_map") is not None:  # one model over several devices (accelerate)
-        summary["device_map"] = sorted({str(d) for d in getattr(model, "hf_device_map", {}).values()})
+        summary["device_map"] = distributed.placement(model)
     summary["trainable_params"], summary["total_params"] = count_trainable(named), count_params(model)
     optimizer = None  # a scheme that trains nothing (ICL) needs none
     if trains(cfg.tuning):  # built by fit after the inference peak is measured: its state is not in that baseline
@@ -341,6 +346,7 @@ def main(cfg: DictConfig) -> None:
         from zobench import sweep
 
         if not sweep.may_start(hc.runtime.output_dir):  # the sweep was stopped: no cell starts
+            _skip_on_other_ranks(cfg)
             return
     from zobench.models import infer_model
 
@@ -354,7 +360,8 @@ def main(cfg: DictConfig) -> None:
         log.error("run refused: %s", exc)
         if not multirun:
             sys.exit(f"zobench: bad config: {exc}")
-        sweep.cell_ended({"status": "failed", "error": f"ConfigError: {exc}", "refused": True}, hc.runtime.output_dir)
+        sweep.cell_ended({"status": "failed", "error": f"ConfigError: {exc}"}, hc.runtime.output_dir)
+        _skip_on_other_ranks(cfg)
         return
     summary = run_cell(cfg, hc.runtime.output_dir, run_name, group)
     _print_summary(summary, hc.runtime.output_dir)
@@ -362,6 +369,16 @@ def main(cfg: DictConfig) -> None:
         sweep.cell_ended(summary, hc.runtime.output_dir)
     elif summary["status"] in ("failed", "interrupted", "busy"):
         sys.exit(1)
+
+
+def _skip_on_other_ranks(cfg: DictConfig) -> None:
+    """Under torchrun, rank 0 tells the other workers that this cell does not run (they wait for it)."""
+    from zobench import distributed
+
+    if distributed.active():
+        from zobench.checkpoint import cell_key
+
+        distributed.skip_cell(cell_key(cfg))
 
 
 def cli() -> None:
@@ -375,6 +392,9 @@ def cli() -> None:
         print(version_line())
         return
     precheck(sys.argv[1:])
+    from zobench import distributed
+
+    sys.argv += distributed.hydra_overrides()  # torchrun rank > 0: no .hydra/ or run.log of its own
     main()
 
 

@@ -65,6 +65,8 @@ class _GatherHead:
     def __call__(self, module, args):
         hidden = args[0]
         offset = hidden.shape[1] - self.input_len
+        if self.batch_idx.device != hidden.device:  # model.device_map: the head may sit on another GPU than the input
+            self.batch_idx, self.pos_idx = self.batch_idx.to(hidden.device), self.pos_idx.to(hidden.device)
         return (hidden[self.batch_idx, self.pos_idx + offset].unsqueeze(0), *args[1:])
 
 

@@ -23,7 +23,7 @@ from zobench import distributed, interrupt
 from zobench.measure import PeakMemory, StepTimer, release_memory, synchronize
 from zobench.optim.closure import MicroBatchLoss
 from zobench.record import save_torch_atomic
-from zobench.evaluation import PREDICTIONS, ZERO_SHOT_PREDICTIONS, evaluate, summary_fields
+from zobench.evaluation import PREDICTIONS, ZERO_SHOT_PREDICTIONS, summary_fields  # evaluate: distributed.evaluate
 from zobench.scoring import Scorer
 from zobench.tasks.base import Example, TaskData
 
@@ -245,6 +245,16 @@ class _StepLosses:
         return value
 
 
+def _full_batch(optimizer, losses: _StepLosses, train, scorer: Scorer, tr: Any) -> dict:
+    """``{"full_batch": ...}`` for an optimizer that declares ``needs_full_batch`` (MeZO-SVRG's anchor steps): the whole
+    train set in micro-batches of ``trainer.batch_size``, through the step's recorder (timed, logged, replayed); else {}."""
+    if not getattr(optimizer, "needs_full_batch", False):
+        return {}
+    from zobench.optim.mezo_svrg import full_batch_loss
+
+    return {"full_batch": full_batch_loss(losses, train, tr.batch_size, _loss_size(scorer, tr.loss))}
+
+
 def _replayable(optimizer) -> bool:
     """ZO optimizers whose every decision follows from the loss values they observe."""
     return getattr(optimizer, "family", None) == "zo" and getattr(optimizer.estimator, "replayable", True)
@@ -319,8 +329,9 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
     best = _BestState(run_dir, [p for _, p in named_params], pin=not replay, writes=main)
     sharded = None
     if distributed.active():  # this worker's shard of each batch; ZO all-reduces the losses, FO the gradients (DDP)
-        sharded = distributed.ShardedLoss(scorer, tr.loss, _loss_size(scorer, tr.loss),
-                                          ddp=getattr(optimizer, "family", None) in ("fo", "hybrid"))
+        family = getattr(optimizer, "family", None)
+        sharded = distributed.ShardedLoss(scorer, tr.loss, _loss_size(scorer, tr.loss), ddp=family in ("fo", "hybrid"),
+                                          find_unused=family == "hybrid")  # the hybrid's ZO part is frozen in backprop
     loss_log: list[list[float]] = []
     forward_ms: list[float] = []
     peaks: list[dict[str, int]] = []
@@ -337,7 +348,7 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
             resume["stale_evals"] = 0
         regenerate = best.save if kept == "replay" else None  # replaying the loss log passes through that state
         done = _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay,
-                        best_step=resume["best_step"], at_best=regenerate)
+                        best_step=resume["best_step"], at_best=regenerate, train=data.train)
         loss_log, timer.times_ms = resume["loss_log"] or [], resume["times_ms"]
         forward_ms, peaks = resume["forward_ms"], resume["peaks"]
     else:
@@ -368,7 +379,7 @@ def fit(cfg: Any, scorer: Scorer, optimizer, data: TaskData, named_params, recor
                 closure = MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss))
                 if sharded is not None:
                     sharded.sync_part = closure.parts[-1]  # FO: DDP all-reduces the gradients with the last micro-batch
-                stats = optimizer.step(closure)
+                stats = optimizer.step(closure, **_full_batch(optimizer, losses, data.train, scorer, tr))
             loss_log.append(losses.values)
             forward_ms.append(losses.forward_ms)
             out["steps"], out["forward_passes"] = step, out["forward_passes"] + stats["forward_passes"]
@@ -475,7 +486,7 @@ def _resume_problem(resume: dict[str, Any], replay: bool) -> str | None:
 
 
 def _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay: bool,
-             best_step: int | None = None, at_best=None) -> int:
+             best_step: int | None = None, at_best=None, train=()) -> int:
     """Bring the optimizer and the batch stream to the checkpoint's step; return that step.
 
     ``at_best(step)`` is called once the replay has re-created the state of ``best_step``."""
@@ -484,7 +495,8 @@ def _restore(resume, optimizer, named_params, stream, tr, scorer, device, replay
         for done, values in enumerate(resume["loss_log"], start=1):
             batch = next(stream)
             losses = _StepLosses(scorer, tr.loss, device, replay=values)
-            optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss)))
+            optimizer.step(MicroBatchLoss(losses, batch, optimizer.accumulation_steps, size_of=_loss_size(scorer, tr.loss)),
+                           **_full_batch(optimizer, losses, train, scorer, tr))
             if at_best is not None and done == best_step:
                 at_best(done)
         return step

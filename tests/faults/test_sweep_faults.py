@@ -113,12 +113,12 @@ def test_ctrl_c_ends_a_run_interrupted_and_resumable(native, tmp_path, monkeypat
 
 def test_a_keyboard_interrupt_raised_inside_is_interrupted_not_failed(native, tmp_path, monkeypatch):
     """Where no handler could catch Ctrl-C first, the summary still says interrupted, with an error."""
-    import zobench.train
+    import zobench.distributed
 
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(zobench.train, "evaluate", ctrl_c)
+    monkeypatch.setattr(zobench.distributed, "evaluate", ctrl_c)
     summary = run_cell(compose_cfg(*SMALL, f"data.dir={native}"), tmp_path / "run")
     assert summary["status"] == "interrupted" and summary["error"].startswith("KeyboardInterrupt")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
