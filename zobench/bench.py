@@ -293,6 +293,8 @@ def run(args) -> dict:
         stream, _, d = dist.rpartition(":")  # "philox:gaussian": the Philox stream (optim/philox.py)
         zo_opt = ZOOptimizer(named, SPSA(direction_stream=stream or "chunked"), lr=1e-9, eps=1e-3, seed=0, distribution=d)
         phases[f"zo_sgd_{dist}"] = lambda o=zo_opt: o.step(timed_loss)
+    for name in args.optimizers:  # the other ZO optimizers, from their YAMLs (defaults, lr 1e-9): time and peak
+        phases[f"opt_{name}"] = _optimizer_phase(name, named, timed_loss)
     phases["mezo_ref"] = lambda: mezo_reference_step(named, loss, 1e-9, 1e-3, 0.0, 1)
     fo_sgd = FOOptimizer(named, torch.optim.SGD, lr=1e-9)
     fo_adam = FOOptimizer(named, torch.optim.AdamW, lr=1e-9)
@@ -343,10 +345,26 @@ def run(args) -> dict:
     for dist in args.distributions:  # the step against its own two forwards: what RNG and updates add
         zo_d = res[f"zo_sgd_{dist}"]
         ratios[f"zo_step_{dist}_over_its_own_forwards"] = zo_d["time_ms"] / zo_d["forward_ms_in_step"]
+    for name in args.optimizers:  # against ZO-SGD's step (Gaussian, chunked) on the same batch
+        ratios[f"{name}_step_over_zo_sgd_step"] = res[f"opt_{name}"]["time_ms"] / zo["time_ms"]
+        ratios[f"{name}_peak_over_zo_sgd_peak"] = res[f"opt_{name}"]["peak_bytes"] / zo["peak_bytes"]
     ratios.update(shared_context_ratios(res["shared_context"]))
     res["ratios"] = ratios
     res["load_average_end"] = os.getloadavg()[0]
     return res
+
+
+def _optimizer_phase(name: str, named, timed_loss):
+    """One step of ``conf/optimizer/<name>.yaml`` (its defaults, lr 1e-9: the weights barely move)."""
+    from omegaconf import OmegaConf
+
+    from zobench.cli_check import compose
+    from zobench.optim import build_optimizer
+
+    cfg = compose([f"optimizer={name}", "optimizer.lr=1e-9"]).optimizer
+    OmegaConf.resolve(cfg)
+    opt = build_optimizer(cfg, named, 1000, 0)
+    return lambda: opt.step(timed_loss)
 
 
 def shared_context_ratios(phase: dict) -> dict:
@@ -376,7 +394,8 @@ def markdown(res: dict) -> str:
              f"load average {res['load_average_start']:.2f} → {res['load_average_end']:.2f}", ""]
     if "two_forwards" in res:
         lines += ["| phase | median time (ms) | peak memory (MiB) |", "|---|---:|---:|"]
-    for name in ("two_forwards", "zo_sgd_gaussian", "zo_sgd_rademacher", "mezo_ref", "fo_sgd", "fo_adam"):
+    phases = [k for k, v in res.items() if isinstance(v, dict) and "time_ms" in v and "peak_bytes" in v]
+    for name in phases:
         if name in res:
             lines.append(f"| {name} | {res[name]['time_ms']:.0f} | {res[name]['peak_bytes'] / 2**20:.0f} |")
     if "eval" in res:
@@ -425,6 +444,9 @@ def main(argv=None) -> None:
     parser.add_argument("--distributions", nargs="+",
                         default=["gaussian", "rademacher", "philox:gaussian", "philox:rademacher"],
                         help="ZO directions to time; STREAM:DIST picks a direction stream (philox:gaussian)")
+    parser.add_argument("--optimizers", nargs="*",
+                        default=["zo_adam", "hizoo", "lozo", "lozo_m", "fzoo", "sparse_mezo", "bszo"],
+                        help="other ZO optimizers to time against ZO-SGD (their YAML defaults)")
     parser.add_argument("--shared-examples", type=int, default=None,
                         help="examples per shape in the shared-context phase's evaluation (default: 2 x --eval-examples)")
     parser.add_argument("--shared-shapes", nargs="+", default=["copa", "winogrande"], choices=["copa", "winogrande"])
