@@ -293,17 +293,41 @@ def run(args) -> dict:
         stream, _, d = dist.rpartition(":")  # "philox:gaussian": the Philox stream (optim/philox.py)
         zo_opt = ZOOptimizer(named, SPSA(direction_stream=stream or "chunked"), lr=1e-9, eps=1e-3, seed=0, distribution=d)
         phases[f"zo_sgd_{dist}"] = lambda o=zo_opt: o.step(timed_loss)
-    for name in args.optimizers:  # the other ZO optimizers, from their YAMLs (defaults, lr 1e-9): time and peak
-        phases[f"opt_{name}"] = _optimizer_phase(name, named, timed_loss)
     phases["mezo_ref"] = lambda: mezo_reference_step(named, loss, 1e-9, 1e-3, 0.0, 1)
     fo_sgd = FOOptimizer(named, torch.optim.SGD, lr=1e-9)
     fo_adam = FOOptimizer(named, torch.optim.AdamW, lr=1e-9)
     phases["fo_sgd"] = lambda: fo_sgd.step(loss)
     phases["fo_adam"] = lambda: fo_adam.step(loss)
 
-    # Peaks: one phase at a time, in this order (FO last: gradients and Adam's state stay allocated).
+    # Peaks: one phase at a time, in this order (FO last: gradients and Adam's state stay allocated;
+    # the other ZO optimizers before MeZO's reference step and FO, each freed after its phase).
+    late = ("mezo_ref", "fo_sgd", "fo_adam")
     for name, fn in phases.items():
-        res[name] = peak_of(fn, device)
+        if name not in late:
+            res[name] = peak_of(fn, device)
+            print(f"  {name:18s} peak {res[name]['peak_bytes'] / 2**20:8.0f} MiB", flush=True)
+    # The other ZO optimizers, one at a time (their state never sits under another phase's peak): each built
+    # inside its peak measurement, so the peak holds its state, then timed (its own repeats) and freed.
+    for name in args.optimizers:
+        from zobench.measure import release_memory
+
+        holder: dict = {}
+        release_memory()
+        meter = PeakMemory(device)
+        meter.reset()  # from here: the optimizer's state, then its step (the phases above warmed every cache)
+        holder["opt"] = _build_optimizer(name, named)
+        holder["opt"].step(timed_loss)
+        res[f"opt_{name}"] = meter.read()
+        opt_times = [timed(lambda: holder["opt"].step(timed_loss), device, 1, warmup=0) for _ in range(r)]
+        res[f"opt_{name}"].update(time_ms=statistics.median(opt_times), times_ms=opt_times,
+                                  state_bytes=holder["opt"].state_bytes())
+        print(f"  opt_{name:14s} peak {res[f'opt_{name}']['peak_bytes'] / 2**20:8.0f} MiB, "
+              f"time {res[f'opt_{name}']['time_ms']:9.1f} ms", flush=True)
+        holder.clear()
+        release_memory()
+
+    for name in late:
+        res[name] = peak_of(phases[name], device)
         print(f"  {name:18s} peak {res[name]['peak_bytes'] / 2**20:8.0f} MiB", flush=True)
     # Times: the phases' repeats interleaved round-robin, so a slow spell of the machine (other jobs,
     # frequency changes) falls on every phase alike instead of on whichever ran then.
@@ -354,8 +378,8 @@ def run(args) -> dict:
     return res
 
 
-def _optimizer_phase(name: str, named, timed_loss):
-    """One step of ``conf/optimizer/<name>.yaml`` (its defaults, lr 1e-9: the weights barely move)."""
+def _build_optimizer(name: str, named):
+    """``conf/optimizer/<name>.yaml`` at its defaults, lr 1e-9 (the weights barely move)."""
     from omegaconf import OmegaConf
 
     from zobench.cli_check import compose
@@ -363,8 +387,7 @@ def _optimizer_phase(name: str, named, timed_loss):
 
     cfg = compose([f"optimizer={name}", "optimizer.lr=1e-9"]).optimizer
     OmegaConf.resolve(cfg)
-    opt = build_optimizer(cfg, named, 1000, 0)
-    return lambda: opt.step(timed_loss)
+    return build_optimizer(cfg, named, 1000, 0)
 
 
 def shared_context_ratios(phase: dict) -> dict:
