@@ -12,6 +12,7 @@ cannot be written, and when even that fails it writes a minimal summary (status,
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -72,14 +73,15 @@ def _umask_mode() -> int:
 _FILE_MODE = _umask_mode()  # what open(..., "w") gives a new file under this process's umask
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one."""
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path, mode: str):
+    """A temp file beside ``path``, opened in ``mode``, that replaces ``path`` when the block ends well (after
+    flush and fsync) and is removed when it does not; an OSError is re-raised naming ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600: every file of a run gets the mode open() gives metrics.jsonl
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f, tmp
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -90,6 +92,12 @@ def write_atomic(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees either the old file or the whole new one."""
+    with _replacing(Path(path), "w") as (f, _):
+        f.write(text)
 
 
 class _Sink(io.RawIOBase):
@@ -121,34 +129,22 @@ def save_torch_atomic(obj: Any, path: Path, verify: bool = False) -> None:
     import torch
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            sink = _Sink(f)
-            try:
-                torch.save(obj, sink)
-            except OSError:
-                raise
-            except Exception as exc:
-                if sink.error is not None:  # the disk, not torch: say so
-                    raise sink.error from exc
-                raise
-            f.flush()
-            os.fsync(f.fileno())
+    with _replacing(path, "wb") as (f, tmp):
+        sink = _Sink(f)
+        try:
+            torch.save(obj, sink)
+        except OSError:
+            raise
+        except Exception as exc:
+            if sink.error is not None:  # the disk, not torch: say so
+                raise sink.error from exc
+            raise
         if verify:
+            f.flush()
             try:
                 torch.load(tmp, map_location="cpu", mmap=True, weights_only=False)
             except Exception as exc:  # noqa: BLE001 - any failure to read it back
                 raise OSError(errno.EIO, f"{path} did not read back after writing ({type(exc).__name__}: {exc})") from exc
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise _named(exc, path) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def versions() -> dict[str, str]:

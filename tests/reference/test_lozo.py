@@ -14,7 +14,6 @@ does not.
 from __future__ import annotations
 
 import copy
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from tests.conftest import SMALL, compose_cfg
 from tests.reference.test_mezo_stream import global_rngs, tiny_pair
 from tests.test_optimizers import LeastSquares
-from tests.test_resume import RESUMABLE, stop_after
+from tests.test_resume import RESUMABLE, replay_resumes_identically
 from zobench.errors import ConfigError
 from zobench.optim import build_optimizer
 from zobench.optim.directions import direction, mix
@@ -380,14 +379,4 @@ def test_a_tiny_lozo_cell_runs_and_resumes_to_identical_parameters(optimizer, na
     assert whole["status"] == "completed", whole.get("error")
     assert whole["forward_passes_per_step"] == 2 and whole["forward_passes"] == 2 * 6
     assert (whole["optimizer_state_bytes"] == 0) == (optimizer == "lozo")
-    with monkeypatch.context() as m:
-        stop_after(m, 3)
-        assert run_cell(cfg, tmp_path / "cut")["status"] == "interrupted"
-    state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
-    assert state["step"] == 3 and state["loss_log"] is not None and state["tensors"] is None  # a replay checkpoint
-    resumed = run_cell(cfg, tmp_path / "cut")
-    assert resumed["status"] == "completed", resumed.get("error")
-    a, b = torch.load(tmp_path / "whole" / "trainable.pt"), torch.load(tmp_path / "cut" / "trainable.pt")
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    assert resumed["final_loss"] == whole["final_loss"] and resumed["forward_passes"] == whole["forward_passes"]
+    replay_resumes_identically(cfg, tmp_path, monkeypatch, whole)

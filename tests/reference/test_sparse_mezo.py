@@ -11,7 +11,6 @@ in place, must land on the same weights to 1e-12 in float64.
 """
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -19,7 +18,7 @@ import torch
 
 from tests.conftest import SMALL, compose_cfg
 from tests.reference.test_mezo_stream import tiny_pair
-from tests.test_resume import RESUMABLE, stop_after
+from tests.test_resume import RESUMABLE, replay_resumes_identically
 from zobench.errors import ConfigError
 from zobench.optim import build_optimizer
 from zobench.optim.directions import direction, mix
@@ -204,17 +203,7 @@ def test_a_tiny_sparse_mezo_cell_runs_and_resumes_to_identical_parameters(native
     assert whole["status"] == "completed", whole.get("error")
     assert whole["forward_passes_per_step"] == 2 and whole["forward_passes"] == 2 * 6
     assert whole["optimizer_state_bytes"] == 0
-    with monkeypatch.context() as m:
-        stop_after(m, 3)
-        assert run_cell(cfg, tmp_path / "cut")["status"] == "interrupted"
-    state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
-    assert state["step"] == 3 and state["loss_log"] is not None and state["tensors"] is None  # a replay checkpoint
-    resumed = run_cell(cfg, tmp_path / "cut")
-    assert resumed["status"] == "completed", resumed.get("error")
-    a, b = torch.load(tmp_path / "whole" / "trainable.pt"), torch.load(tmp_path / "cut" / "trainable.pt")
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    assert resumed["final_loss"] == whole["final_loss"] and resumed["forward_passes"] == whole["forward_passes"]
+    replay_resumes_identically(cfg, tmp_path, monkeypatch, whole)
 
 
 def test_a_bf16_cell_trains_without_nan(native, tmp_path):
