@@ -20,26 +20,13 @@ import pytest
 import torch
 
 from tests.conftest import SMALL, compose_cfg
+from tests.test_resume import RESUMABLE, stop_after
 from zobench.run import run_cell
 
-RESUMABLE = ["trainer.steps=6", "trainer.eval_every=2", "trainer.save_trainable=true", "trainer.checkpoint_every=0"]
 NO_SPACE = "No space left on device"
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def stop_after(monkeypatch, step: int):
-    """Ask the run to stop, as SIGTERM does, once ``step`` steps have run."""
-    import zobench.train
-
-    calls = {"n": 0}
-
-    def requested():
-        calls["n"] += 1
-        return calls["n"] == step
-
-    monkeypatch.setattr(zobench.train.interrupt, "requested", requested)
-
-
 def interrupted(cfg, run: Path, monkeypatch, step: int = 3) -> None:
     with monkeypatch.context() as m:
         stop_after(m, step)
