@@ -109,3 +109,21 @@ def test_every_cpu_block_plans_and_searched_blocks_run_their_grid_at_seed_0_on_d
     for name in names:  # every from: names a block that has a grid
         for source in search.sources(plan_block(name).search):
             assert "grid" in plan_block(f"cpu/{source}").search, (name, source)
+
+
+def test_cut_blocks_are_named_with_a_reason_left_out_of_the_study_and_still_runnable_by_name(capsys):
+    """conf/experiment/cpu/cut.txt: what the CPU study leaves out to fit its 8 hours, each with why."""
+    from zobench.aggregate.reproduce import cut_blocks, main
+
+    cut = cut_blocks("cpu")
+    assert "cpu/zobench_sst2/zo_sgd_cons_prefix" in cut and all(cut.values())  # every cut says why
+    assert set(cut) <= set(block_names("cpu"))  # a cut names a block that exists
+    main(["--scale", "cpu", "--dry-run", "--only", "zobench_sst2"])
+    plan = capsys.readouterr().out
+    assert "cut to fit" in plan and "zo_sgd_cons_prefix: ~34 min" in plan
+    planned = [line.split()[0] for line in plan.splitlines() if line.startswith("  cpu/") and "cells" in line]
+    assert "cpu/zobench_sst2/zo_sgd_prefix" in planned and "cpu/zobench_sst2/zo_sgd_cons_prefix" not in planned
+    main(["--scale", "cpu", "--dry-run", "--only", "zobench_sst2/zo_sgd_cons_prefix"])
+    planned = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("  cpu/") and "cells" in line]
+    assert planned == ["cpu/zobench_sst2/zo_sgd_cons_prefix"]

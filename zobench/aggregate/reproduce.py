@@ -69,6 +69,20 @@ def block_names(scale: str) -> list[str]:
     return sorted(names, key=lambda n: rank.get(n, len(rank)))  # stable: unlisted blocks keep their order
 
 
+def cut_blocks(scale: str) -> dict[str, str]:
+    """``conf/experiment/<scale>/cut.txt``: blocks left out of the study to fit its time budget, one a line, each
+    with its reason after ``#``: ``{block name: reason}``. ``--only`` still runs a cut block by name."""
+    path = CONF_DIR / "experiment" / scale / "cut.txt"
+    if not path.is_file():
+        return {}
+    cut = {}
+    for line in path.read_text().splitlines():
+        name, _, reason = line.partition("#")
+        if name.strip():
+            cut[f"{scale}/{name.strip()}"] = reason.strip()
+    return cut
+
+
 def _listed_order(path: Path, scale: str) -> list[str]:
     """``conf/experiment/<scale>/order.txt``: block names (``layout/block``), one a line, the order to run them in."""
     if not path.is_file():
@@ -376,8 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs_dir = Path(args.runs_dir or ROOT / "runs" / f"reproduce-{args.scale}").resolve()
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    cut = cut_blocks(args.scale)
     names = [n for n in block_names(args.scale)
-             if not args.only or any(n.split("/", 1)[1] == o or n.split("/")[1] == o for o in args.only)]
+             if (any(n.split("/", 1)[1] == o for o in args.only)  # named: runs even if cut
+                 or (n not in cut and (not args.only or any(n.split("/")[1] == o for o in args.only))))]
+    if cut:
+        print(f"[reproduce-tables] cut to fit the study's time budget (conf/experiment/{args.scale}/cut.txt; "
+              "--only LAYOUT/BLOCK runs one):")
+        for name, reason in cut.items():
+            print(f"  {name}: {reason}")
     blocks = [estimate(plan_block(n, args.overrides), args.scale) for n in names]
     measure_done(blocks, runs_dir)
     print_plan(blocks, args.scale)
