@@ -31,10 +31,12 @@ def test_published_rows_carry_sources_and_match_the_paper_averages():
     assert not main.duplicated(["model", "dtype", "task", "optimizer"]).any()
 
 
-def _run(model, dtype, task, optimizer, score, seed=0):
+def _run(model, dtype, task, optimizer, score, seed=0, extra_observations=None):
+    if optimizer == "bszo" and extra_observations is None:
+        extra_observations = "reuse"   # conf/optimizer/bszo.yaml's default, read from config.yaml by the loader
     return dict(model=model, dtype=dtype, task=task, tuning="full", optimizer=optimizer, steps_budget=20000,
                 num_dev=500, num_train=1000, status="completed", test_score=score, best_dev_score=score,
-                lr=1e-7, eps=1e-4, seed=seed, data_seed=seed)
+                lr=1e-7, eps=1e-4, seed=seed, data_seed=seed, extra_observations=extra_observations)
 
 
 def test_layout_sets_runs_beside_the_papers_opt13b_bf16_numbers():
@@ -78,3 +80,25 @@ def test_cpu_precision_blocks_run_after_the_searches_they_reuse_not_at_the_head(
     assert len(ours) == len(CPU)
     assert min(ours) > max(lines.index("zobench_sst2/zo_sgd_prefix"), lines.index("zobench_sst2/zo_adam_prefix"),
                            lines.index("claims/template_none_zo"))
+
+
+def test_bszo_b_runs_land_in_their_own_row_beside_the_papers_bszo_b_numbers():
+    """extra_observations (optimizer.estimator.extra_observations) tells BSZO (reuse) from BSZO-B (probe)."""
+    layout = load_layout("bszo_comparison")
+    runs = pd.DataFrame([_run("opt-13b", "bf16", "sst2", "bszo", 0.90),
+                         _run("opt-13b", "bf16", "sst2", "bszo", 0.80, extra_observations="probe")])
+    table, = build_tables(layout, runs, load_published(layout.published.files))
+    rows, col = table.row_labels, table.col_labels.index("SST-2")
+    bszo, bszo_b = table.cells[(rows.index("BSZO"), col)], table.cells[(rows.index("BSZO-B"), col)]
+    assert bszo.stats.mean == pytest.approx(90.0) and bszo.published == pytest.approx(93.23)
+    assert bszo_b.stats.mean == pytest.approx(80.0) and bszo_b.published == pytest.approx(91.86)  # Table 3, BSZO-B
+
+
+def test_the_loader_reads_extra_observations_from_a_runs_config(tmp_path):
+    from zobench.aggregate.load import load_runs
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("optimizer:\n  name: bszo\n  estimator:\n    extra_observations: probe\n")
+    (run / "summary.json").write_text('{"status": "completed", "test_score": 0.5}')
+    assert load_runs(tmp_path)["extra_observations"].tolist() == ["probe"]

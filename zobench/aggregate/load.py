@@ -56,6 +56,7 @@ CONFIG_FIELDS = {
     "pad_to_length": "trainer.pad_to_length",
     "block_seed": "optimizer.estimator.block_seed",
     "sparsity_rule": "optimizer.estimator.sparsity_rule",
+    "extra_observations": "optimizer.estimator.extra_observations",  # BSZO: reuse (BSZO) | probe (BSZO-B)
     "direction_stream": "optimizer.direction_stream",
     "max_grad_norm": "optimizer.max_grad_norm",
     "train_mode": "optimizer.train_mode",
@@ -77,7 +78,7 @@ CONFIG_KEYS = ["model", "task", "tuning", "optimizer", "dtype", "template", "met
                "lr", "eps",
                "weight_decay", "schedule", "num_directions", "direction", "accumulation_steps", "one_sided", "sign",
                "block_level", "block_restrict", "block_immediate", "block_seed", "sparsity", "sparsity_group", "sparsity_rule",
-               "direction_stream", "max_grad_norm", "train_mode", "resample_every", "zo_layers", "zo_lr",
+               "extra_observations", "direction_stream", "max_grad_norm", "train_mode", "resample_every", "zo_layers", "zo_lr",
                "pad_to_length", "steps_budget", "batch_size", "max_length", "zero_shot",
                "num_train", "num_dev", "num_eval"]
 
