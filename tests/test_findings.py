@@ -231,6 +231,29 @@ def test_contrast_and_margin_bootstrap_the_examples_jointly(tmp_path, runs):
     assert f.effect == pytest.approx(100 * (acc["s"] - max(acc["w"], acc["t"]))) and f.verdict == "supported"
 
 
+def test_a_margin_over_competitors_not_run_is_taken_over_those_measured_and_says_so(tmp_path, runs):
+    """ZO-Adam 'the strongest' with ZO-SGD-Cons cut from the study: the margin over the others that ran."""
+    body = """
+        claim: "strong is the best"
+        source: {paper: test}
+        cells: {s: {where: {optimizer: strong}}, w: {where: {optimizer: weak}}, x: {label: Cut, where: {optimizer: cut}}}
+        effect: {kind: margin, a: s, others: [w, x], side: above}
+        expect: {op: ">", value: 0}
+    """
+    f = evaluate(write_claim(tmp_path / "claims", "best", body), runs)
+    gold = np.zeros(N)
+    acc = {k: metric_value(gold, np.stack([right(p, o + s) for s in range(3)])) for k, p, o in (("s", 0.9, 0), ("w", 0.5, 10))}
+    assert f.effect == pytest.approx(100 * (acc["s"] - acc["w"])) and f.verdict == "supported"
+    assert f.scope == "over 1 of the 2 others; not run: Cut"
+    write_findings(runs, tmp_path / "F.md", claims_dir=tmp_path / "claims")
+    assert "supported (over 1 of the 2 others; not run: Cut)" in (tmp_path / "F.md").read_text()
+    # every competitor missing, or the subject itself: nothing to compare
+    for others, a in (("[x]", "s"), ("[w]", "x")):
+        body2 = body.replace("others: [w, x]", f"others: {others}").replace("a: s,", f"a: {a},")
+        f = evaluate(write_claim(tmp_path / "claims", "none", body2), runs)
+        assert f.verdict == "inconclusive" and "missing cells" in f.reason and not f.scope
+
+
 def test_equal_forward_passes_leaves_out_unequal_pairs(tmp_path, runs):
     for d in runs.glob("*/s*/summary.json"):
         s = json.loads(d.read_text())

@@ -41,6 +41,7 @@ Verdict: *supported* when the interval lies entirely on the claimed side of the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
@@ -159,6 +160,15 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
     found.cells = [(claim.cells[c].get("label", c), _show({**claim.filters, **(claim.cells[c].get("where") or {})}),
                     len(rows[c])) for c in rows]
     found.protocol = _protocol(rows, claim)
+    absent = [c for c, r in rows.items() if r.empty]
+    others = claim.effect.get("others", [])
+    if claim.effect["kind"] == "margin" and absent and set(absent) <= set(others) and len(absent) < len(others):
+        # a competitor that was not run cannot be beaten or lose: the margin is taken over those measured, and
+        # the verdict says so (a missing competitor could still change a "supported"; never a "contradicted")
+        found.scope = (f"over {len(others) - len(absent)} of the {len(others)} others; not run: "
+                       + ", ".join(claim.cells[c].get("label", c) for c in absent))
+        claim = dataclasses.replace(claim, effect={**claim.effect, "others": [o for o in others if o not in absent]})
+        rows = {c: r for c, r in rows.items() if c not in absent}
     missing = [f"{c} ({_show(claim.cells[c].get('where') or {})})" for c, r in rows.items() if r.empty]
     if missing:
         found.reason = "missing cells: " + "; ".join(missing)

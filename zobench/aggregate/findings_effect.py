@@ -27,6 +27,7 @@ class Finding:
     replicates: dict[str, str] = field(default_factory=dict)  # cell label -> replicate runs per unit ("3", "2–3")
     protocol: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    scope: str = ""                      # a margin over fewer competitors than the claim names (others not run)
 
 
 def _value_column(claim: Claim, cell: dict) -> str:

@@ -57,7 +57,7 @@ def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_di
         unit = _scale(f.claim, _value_column(f.claim, {}))[1]
         reps = f" ({' / '.join(f.replicates.values())} runs per unit)" if _replicated(f) else ""
         lines.append(f"| [{f.claim.title}](#{f.claim.id}) | {_fmt(f.effect)} {unit} | [{_fmt(f.lo)}, {_fmt(f.hi)}] "
-                     f"| {f.n_units}{reps} | {f.verdict} |")
+                     f"| {f.n_units}{reps} | {f.verdict}{f' ({f.scope})' if f.scope else ''} |")
     for f in findings:
         c, src = f.claim, f.claim.source
         unit = _scale(c, _value_column(c, {}))[1]
@@ -82,7 +82,8 @@ def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_di
         if f.seeds:
             lines.append(f"\nOver the {f.seeds['n']} units (Student t, no eval-set resampling): {_fmt(f.seeds['mean'])} [{_fmt(f.seeds['lo'])}, "
                          f"{_fmt(f.seeds['hi'])}].")
-        lines += ["", f"**Verdict.** {f.verdict}{why}", "",
+        scope = f" ({f.scope})" if f.scope else ""
+        lines += ["", f"**Verdict.** {f.verdict}{scope}{why}", "",
                   "**Protocol.** " + "; ".join(f"{k} {v}" for k, v in f.protocol.items())]
         lines += [f"- note: {n}" for n in [*c.notes, *f.notes]]
     lines += _searches(searches or [])
