@@ -32,6 +32,10 @@ PAIRS = {"sst2": 2, "copa": 2, "winogrande": 2, "multirc": 1}
 LAYERS = {"smollm2-135m": 30}  # decoder layers: block-wise ZO probes 2B times a step (B: a block per trained layer)
 VIRTUAL_TOKENS = {"prefix": 5, "prompt": 10}  # positions prefix / prompt tuning add to every training sequence
 EVAL_PAIRS_PER_BATCH = 32
+# a forward's cost in the weights' dtype against fp32: SmolLM2-135M, 16 x 64 tokens, one thread, on this project's
+# CPUs (AVX-512 BF16 and AMX: torch's bf16 matmuls run there ~3x faster than fp32; fp16 has no such kernels). A CPU
+# without AMX runs bf16 no faster than fp32: the plan's measured-against-estimate line shows it.
+FWD_DTYPE = {"fp32": 1.0, "bf16": 0.35, "fp16": 0.9}
 # forward-pass equivalents and parameter sweeps per step, per optimizer (zo_sgd: 2 forwards, perturb
 # +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
 STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_adam": (2, 5),
@@ -48,14 +52,15 @@ GPU_STEP_S = {("opt-13b", "zo"): (2.702, 16, 1), ("opt-13b", "fo"): (13.638, 8, 
               ("opt-1.3b", "zo"): (0.815, 16, 1), ("opt-1.3b", "fo"): (0.784, 8, 1)}
 
 
-def _fwd_s(tokens: float) -> float:
-    return FWD_OVERHEAD_S + FWD_S_PER_TOKEN * tokens
+def _fwd_s(tokens: float, dtype: str = "fp32") -> float:
+    return FWD_OVERHEAD_S + FWD_S_PER_TOKEN * tokens * FWD_DTYPE.get(dtype, 1.0)
 
 
 def cpu_seconds(s: dict) -> float:
     """Wall-clock seconds of one SmolLM2-135M cell on 2 cores (the cost model above)."""
     tokens = min(TOKENS.get(s["task"], 64) * (1 + s.get("demonstrations", 0)), s["max_length"])
-    fwd, full = _fwd_s(s["batch"] * (tokens + VIRTUAL_TOKENS.get(s["tuning"], 0))), s["tuning"] == "full"
+    dtype = s.get("dtype", "fp32")
+    fwd, full = _fwd_s(s["batch"] * (tokens + VIRTUAL_TOKENS.get(s["tuning"], 0)), dtype), s["tuning"] == "full"
     fwds, sweeps = STEP_COST.get(s["optimizer"], (2, 3))
     if s["optimizer"] in ("zo_sgd_block", "zo_sgd_block_baseline"):  # level=layer: a block per layer (+2 in full)
         blocks = LAYERS.get(s["model"], 30) + (2 if full else 0)
@@ -64,7 +69,7 @@ def cpu_seconds(s: dict) -> float:
         step = fwds * fwd + (FO_UPDATE_FULL_S if full else 0.3)
     else:
         step = fwds * fwd + sweeps * (ZO_SWEEP_FULL_S if full else 0.02)
-    pair = _fwd_s(EVAL_PAIRS_PER_BATCH * tokens) / EVAL_PAIRS_PER_BATCH
+    pair = _fwd_s(EVAL_PAIRS_PER_BATCH * tokens, dtype) / EVAL_PAIRS_PER_BATCH
     pairs = PAIRS.get(s["task"], 2)
     steps = s["steps"] if s["tuning"] != "icl" else 0
     dev_evals = math.ceil(steps / s["eval_every"]) if steps else 0
