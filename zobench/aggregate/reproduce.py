@@ -162,8 +162,10 @@ def _protocol(cfg) -> str:
     variant = cfg.optimizer.get("variant") or "paper"
     sign = f", sign={cfg.optimizer.sign}" if cfg.optimizer.get("sign") else ""
     sign += " dropout=on (train mode)" if cfg.optimizer.get("train_mode") else ""
-    return (f"loss={cfg.trainer.loss} metric={cfg.task.metric} max_length={cfg.trainer.max_length} "
-            f"selection={cfg.trainer.get('selection', 'dev_metric')} variant={variant}{sign} dtype={cfg.dtype}")
+    pool = f" demonstrations={cfg.tuning.get('demonstration_pool')}" if cfg.tuning.name == "icl" else ""
+    return (f"task={cfg.task.name} loss={cfg.trainer.loss} metric={cfg.task.metric} max_length={cfg.trainer.max_length} "
+            f"selection={cfg.trainer.get('selection', 'dev_metric')} variant={variant}{sign} "
+            f"schedule={cfg.optimizer.get('schedule')} eval_every={cfg.trainer.eval_every} dtype={cfg.dtype}{pool}")
 
 
 def estimate(block: Block, scale: str) -> Block:
