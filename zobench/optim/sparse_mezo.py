@@ -28,8 +28,11 @@ value (for ε = 1e-3 and weights of std 0.02 about 1-2% of the entries lie that 
 once, at the start of each step, from the unperturbed weights, and held for that step as 1 bit per trainable entry
 (the paper's "1-bit quantization" option): Σ_i ⌈n_i/8⌉ bytes while a step runs, freed after its update, never
 carried from one step to the next (no optimizer state; ``optimizer_state_bytes`` = 0; the bits are in the measured
-peak). Recomputing m from the perturbed weights in each sweep instead would leave every entry that crossed h
-displaced by ±εz after the restore, a drift of ε per step on those entries.
+peak). The passes over |θ| (thresholds, masks) work in one segment's scratch (|θ| and one byte an entry: 20 MiB in
+fp32), allocated once per pass, and the bits of all tensors in one buffer: nothing is allocated per segment (fresh
+temporaries there, ~5 GB of them per step for SmolLM2-135M with int64 sums, fragmented the CPU heap by ~200 MB).
+Recomputing m from the perturbed weights in each sweep instead would leave every entry that crossed h displaced by
+±εz after the restore, a drift of ε per step on those entries.
 
 Thresholds follow from the weights the run starts from and the masks from the weights of each step, which follow
 from the losses and the seeds: a checkpoint is the loss log (replay), as for zo_sgd. With LoRA, B = 0 at the start
@@ -46,11 +49,12 @@ from typing import Callable, Sequence
 import torch
 
 from zobench.errors import bad_value
-from zobench.optim.directions import chunk_bounds, flat
+from zobench.optim.directions import flat
 from zobench.optim.estimate import SeedEstimate
 from zobench.optim.spsa import SPSA
 
 SEGMENT = 1 << 22  # entries packed per pass (a multiple of 8: segment boundaries fall on byte boundaries)
+UNPACKED = 1 << 18  # entries of a direction chunk masked at a time (``MagnitudeMask.apply_``)
 _INT_OF = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 _shifts: dict[torch.device, torch.Tensor] = {}
 
@@ -61,35 +65,73 @@ def _shift(device: torch.device) -> torch.Tensor:
     return _shifts[device]
 
 
-def pack_bits(keep: torch.Tensor) -> torch.Tensor:
-    """A bool vector as uint8 bytes, bit b of byte k = entry 8k + b (zero-padded to a whole byte)."""
-    pad = (-keep.numel()) % 8
-    if pad:
-        keep = torch.cat([keep, keep.new_zeros(pad)])
-    return (keep.view(-1, 8).to(torch.uint8) << _shift(keep.device)).sum(1).to(torch.uint8)
-
-
 def unpack_bits(data: torch.Tensor) -> torch.Tensor:
-    """The bool vector of ``pack_bits`` (8 entries per byte)."""
-    return ((data.unsqueeze(1) >> _shift(data.device)) & 1).view(-1).bool()
+    """The entries of bytes ``data`` as booleans, 8 per byte (bit b of byte k = entry 8k + b): one byte per entry,
+    written once (the shifted bytes, masked to 0/1 in place and viewed as bool)."""
+    return (data.unsqueeze(1) >> _shift(data.device)).bitwise_and_(1).view(-1).view(torch.bool)
+
+
+Scratch = dict  # (device, dtype) -> (|θ| buffer, byte buffer), one segment each: ``_scratch``
+
+
+def _scratch(params: Sequence[torch.Tensor]) -> Scratch:
+    """The buffers a pass over |θ| works in, one pair per (device, dtype), sized to the largest segment: |θ| of a
+    segment and its 0/1 flags (padded to whole bytes). Written by every segment of every tensor (``out=``), so a pass
+    allocates nothing per segment: fresh per-segment temporaries (|θ|, flags, shifted bytes, ... up to 16 MiB each)
+    interleaved with the bits kept would fragment the host allocator's heap, whose freed temporaries then stay
+    resident (on CPU about 200 MB for SmolLM2-135M, ``make bench``'s opt_sparse_mezo phase before this)."""
+    sizes: dict = {}
+    for p in params:
+        key = (p.device, p.dtype)
+        sizes[key] = max(sizes.get(key, 0), min(p.numel(), SEGMENT))
+    return {(d, t): (torch.empty(n, dtype=t, device=d), torch.empty(-(-n // 8) * 8, dtype=torch.uint8, device=d))
+            for (d, t), n in sizes.items()}
+
+
+def _at_most(seg: torch.Tensor, value, scratch: Scratch) -> torch.Tensor:
+    """1(|seg| ≤ value) as 0/1 bytes: the scratch's first ``seg.numel()`` bytes (overwritten by the next call)."""
+    mag, flags = scratch[(seg.device, seg.dtype)]
+    n = seg.numel()
+    torch.le(torch.abs(seg, out=mag[:n]), value, out=flags[:n].view(torch.bool))
+    return flags[:n]
+
+
+def _pack_at_most(seg: torch.Tensor, value, scratch: Scratch, out: torch.Tensor) -> None:
+    """``out`` ← the bits of 1(|seg| ≤ value), bit b of byte k = entry 8k + b (zero-padded to a whole byte)."""
+    n = seg.numel()
+    flags = _at_most(seg, value, scratch)
+    pad = (-n) % 8
+    if pad:
+        flags = scratch[(seg.device, seg.dtype)][1][:n + pad]
+        flags[n:].zero_()
+    torch.sum(flags.view(-1, 8).bitwise_left_shift_(_shift(seg.device)), 1, dtype=torch.uint8, out=out)
+
+
+def _segments(numel: int):
+    """(start, stop) of the segments of a flat tensor: the passes over |θ| go SEGMENT entries at a time."""
+    for a in range(0, numel, SEGMENT):
+        yield a, min(a + SEGMENT, numel)
 
 
 @torch.no_grad()
-def _count_at_most(view: torch.Tensor, value: torch.Tensor) -> int:
-    return sum(int((view[a:b].abs() <= value).sum()) for _, a, b in chunk_bounds(view.numel()))
+def _count_at_most(view: torch.Tensor, value: torch.Tensor, scratch: Scratch) -> int:
+    # count_nonzero: no copy (``.sum()`` of bytes or bools first converts them to int64, 8 bytes an entry)
+    return sum(int(torch.count_nonzero(_at_most(view[a:b], value, scratch))) for a, b in _segments(view.numel()))
 
 
 @torch.no_grad()
-def kth_smallest_magnitude(p: torch.Tensor, k: int) -> float:
+def kth_smallest_magnitude(p: torch.Tensor, k: int, scratch: Scratch | None = None) -> float:
     """The k-th smallest |θ| of tensor p (1 ≤ k ≤ numel), exactly, without sorting or copying p: bisection over the
-    bit patterns of non-negative floats (ordered as integers), one counting pass per halving."""
+    bit patterns of non-negative floats (ordered as integers), one counting pass per halving, segment by segment in
+    ``scratch`` (``_scratch``; made for p alone when not given)."""
     view, ints = flat(p.detach()), _INT_OF[p.dtype]
-    top = view.abs().max() if view.numel() <= SEGMENT else torch.stack(
-        [view[a:b].abs().max() for _, a, b in chunk_bounds(view.numel())]).max()
+    scratch = scratch if scratch is not None else _scratch([p])
+    mag = scratch[(p.device, p.dtype)][0]
+    top = torch.stack([torch.abs(view[a:b], out=mag[:b - a]).max() for a, b in _segments(view.numel())]).max()
     lo, hi = 0, int(top.reshape(1).view(ints))
     while lo < hi:  # invariant: the answer's bit pattern is in [lo, hi]
         mid = (lo + hi) // 2
-        if _count_at_most(view, torch.tensor([mid], dtype=ints, device=p.device).view(p.dtype)) >= k:
+        if _count_at_most(view, torch.tensor([mid], dtype=ints, device=p.device).view(p.dtype), scratch) >= k:
             hi = mid
         else:
             lo = mid + 1
@@ -103,7 +145,9 @@ def perturbed_count(numel: int, sparsity: float) -> int:
 
 def magnitude_thresholds(params: Sequence[torch.Tensor], sparsity: float) -> list[float]:
     """h_i for each tensor: the ⌈(1 − s)·n_i⌉-th smallest |θ_i| (module docstring); inf for an empty tensor."""
-    return [kth_smallest_magnitude(p, perturbed_count(p.numel(), sparsity)) if p.numel() else math.inf for p in params]
+    scratch = _scratch(params)
+    return [kth_smallest_magnitude(p, perturbed_count(p.numel(), sparsity), scratch) if p.numel() else math.inf
+            for p in params]
 
 
 class MagnitudeMask:
@@ -115,13 +159,18 @@ class MagnitudeMask:
     @classmethod
     @torch.no_grad()
     def of(cls, params: Sequence[torch.Tensor], thresholds: Sequence[float]) -> "MagnitudeMask":
-        bits = []
-        for p, h in zip(params, thresholds):
-            view = flat(p.detach())
-            out = torch.empty((view.numel() + 7) // 8, dtype=torch.uint8, device=p.device)
-            for a in range(0, view.numel(), SEGMENT):
-                b = min(a + SEGMENT, view.numel())
-                out[a // 8:(b + 7) // 8] = pack_bits(view[a:b].abs() <= h)
+        """The bits of every tensor in one buffer per device, allocated before the scratch (``_scratch``)."""
+        sizes = [(p.numel() + 7) // 8 for p in params]
+        totals: dict = {}
+        for p, n in zip(params, sizes):
+            totals[p.device] = totals.get(p.device, 0) + n
+        stores = {d: torch.empty(n, dtype=torch.uint8, device=d) for d, n in totals.items()}
+        scratch, used, bits = _scratch(params), dict.fromkeys(stores, 0), []
+        for p, h, nbytes in zip(params, thresholds, sizes):
+            view, at = flat(p.detach()), used[p.device]
+            out, used[p.device] = stores[p.device][at:at + nbytes], at + nbytes
+            for a, b in _segments(view.numel()):
+                _pack_at_most(view[a:b], h, scratch, out[a // 8:(b + 7) // 8])
             bits.append(out)
         return cls(bits)
 
@@ -137,7 +186,12 @@ class MagnitudeMask:
         return unpack_bits(data)[start % 8:start % 8 + n]
 
     def apply_(self, z: torch.Tensor, index: int, chunk: int, start: int) -> torch.Tensor:
-        return z.mul_(self.keep(index, start, z.numel()))
+        """z ← z ⊙ m, UNPACKED entries at a time: on CPU ``mul_`` by booleans first converts them to z's dtype (a
+        copy the size of z), so a slice at a time keeps that copy and the unpacked bytes small beside z's chunk."""
+        for a in range(0, z.numel(), UNPACKED):
+            part = z[a:a + UNPACKED]
+            part.mul_(self.keep(index, start + a, part.numel()))
+        return z
 
 
 class SparseMeZO(SPSA):
