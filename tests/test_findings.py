@@ -254,6 +254,19 @@ def test_a_margin_over_competitors_not_run_is_taken_over_those_measured_and_says
         assert f.verdict == "inconclusive" and "missing cells" in f.reason and not f.scope
 
 
+def test_dev_selection_compares_each_schemes_runs_at_its_full_budget(tmp_path, runs):
+    """A one-seed short run (a precision probe) with a higher dev score does not replace the 3-seed main config."""
+    make_run(runs, "strong_short/s0", right(0.2, 99), optimizer="strong", seed=0, steps_budget=5, best_dev_score=0.99)
+    f = evaluate(write_claim(tmp_path / "claims", "d", DIFF.format(a="strong", b="weak")), runs)
+    gold = np.zeros(N)
+    strong = metric_value(gold, np.stack([right(0.9, s) for s in range(3)]))
+    weak = metric_value(gold, np.stack([right(0.5, 10 + s) for s in range(3)]))
+    assert f.effect == pytest.approx(100 * (strong - weak)) and f.n_units == 3  # the 10-step runs, as before
+    short = DIFF.format(a="strong", b="weak").replace("effect:", "filters: {steps_budget: 5}\neffect:")
+    f = evaluate(write_claim(tmp_path / "claims", "s", short), runs)  # asked for: the short run alone
+    assert "missing cells" in f.reason and "b (" in f.reason  # weak has no 5-step run
+
+
 def test_equal_forward_passes_leaves_out_unequal_pairs(tmp_path, runs):
     for d in runs.glob("*/s*/summary.json"):
         s = json.loads(d.read_text())
