@@ -72,23 +72,20 @@ def block_names(scale: str) -> list[str]:
 def cut_blocks(scale: str) -> dict[str, str]:
     """``conf/experiment/<scale>/cut.txt``: blocks left out of the study to fit its time budget, one a line, each
     with its reason after ``#``: ``{block name: reason}``. ``--only`` still runs a cut block by name."""
-    path = CONF_DIR / "experiment" / scale / "cut.txt"
+    return dict(_block_lines(CONF_DIR / "experiment" / scale / "cut.txt", scale))
+
+
+def _block_lines(path: Path, scale: str) -> list[tuple[str, str]]:
+    """(``scale/layout/block``, the comment after ``#``) for each line of ``path`` that names a block."""
     if not path.is_file():
-        return {}
-    cut = {}
-    for line in path.read_text().splitlines():
-        name, _, reason = line.partition("#")
-        if name.strip():
-            cut[f"{scale}/{name.strip()}"] = reason.strip()
-    return cut
+        return []
+    lines = (line.partition("#") for line in path.read_text().splitlines())
+    return [(f"{scale}/{name.strip()}", comment.strip()) for name, _, comment in lines if name.strip()]
 
 
 def _listed_order(path: Path, scale: str) -> list[str]:
     """``conf/experiment/<scale>/order.txt``: block names (``layout/block``), one a line, the order to run them in."""
-    if not path.is_file():
-        return []
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [f"{scale}/{line}" for line in lines if line]
+    return [name for name, _ in _block_lines(path, scale)]
 
 
 def _compose(overrides: list[str], hydra_config: bool = False):
