@@ -24,6 +24,7 @@ from tests.conftest import SMALL, compose_cfg
 from tests.reference.test_mezo_stream import global_rngs, tiny_pair
 from tests.test_optimizers import LeastSquares
 from tests.test_resume import RESUMABLE, replay_resumes_identically
+from tests.reference.common import max_gap, zobench_run
 from zobench.errors import ConfigError
 from zobench.optim import build_optimizer
 from zobench.optim.directions import direction, mix
@@ -197,18 +198,6 @@ def reference_run(trainer, loss_fn, seed, steps, momentum):
         for _ in range(steps):
             trainer.train_step(loss_fn, momentum)
     return trainer
-
-
-def zobench_run(name, model, loss_fn, seed, steps, *overrides):
-    cfg = compose_cfg(f"optimizer={name}", *overrides)
-    opt = build_optimizer(cfg.optimizer, list(model.named_parameters()), steps, seed)
-    with torch.no_grad():
-        stats = [opt.step(loss_fn) for _ in range(steps)]
-    return opt, stats
-
-
-def max_gap(model_a, model_b) -> float:
-    return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(model_a.parameters(), model_b.parameters()))
 
 
 STEPS, LR, EPS, RANK, PERIOD, WD = 7, 1e-3, 1e-3, 2, 3, 0.1  # V drawn at t = 0, 3, 6

@@ -35,6 +35,7 @@ from tests.reference.test_mezo_stream import global_rngs
 from tests.test_optimizers import LeastSquares
 from tests.test_resume import RESUMABLE, stop_after
 from tests.tiny import load_tiny
+from tests.reference.common import max_gap
 from zobench.errors import ConfigError
 from zobench.optim import build_optimizer
 from zobench.optim.directions import direction, mix
@@ -225,10 +226,6 @@ def zobench_run(model, loss_of, seed, *overrides, steps=STEPS):
             full = full_batch_loss(lambda rows: loss_of(model, rows), list(range(ROWS)), LIMIT)
             stats.append(opt.step(lambda rows=BATCHES[t]: loss_of(model, rows), full_batch=full))
     return opt, stats
-
-
-def max_gap(model_a, model_b) -> float:
-    return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(model_a.parameters(), model_b.parameters()))
 
 
 def test_live_anchor_follows_the_authors_code_fed_the_same_directions(monkeypatch):

@@ -19,6 +19,7 @@ import torch
 from tests.conftest import SMALL, compose_cfg
 from tests.reference.test_mezo_stream import tiny_pair
 from tests.test_resume import RESUMABLE, replay_resumes_identically
+from tests.reference import common
 from zobench.errors import ConfigError
 from zobench.optim import build_optimizer
 from zobench.optim.directions import direction, mix
@@ -95,16 +96,11 @@ def run_reference(ref, loss_fn, steps):
         return [ref.step(loss_fn) for _ in range(steps)]
 
 
+max_gap = common.max_gap
+
+
 def zobench_run(model, loss_fn, seed, steps, *overrides):
-    cfg = compose_cfg("optimizer=sparse_mezo", *overrides)
-    opt = build_optimizer(cfg.optimizer, [(n, p) for n, p in model.named_parameters() if p.requires_grad], steps, seed)
-    with torch.no_grad():
-        stats = [opt.step(loss_fn) for _ in range(steps)]
-    return opt, stats
-
-
-def max_gap(model_a, model_b) -> float:
-    return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(model_a.parameters(), model_b.parameters()))
+    return common.zobench_run("sparse_mezo", model, loss_fn, seed, steps, *overrides)
 
 
 STEPS, LR, EPS, SPARSITY = 6, 3e-3, 1e-3, 0.75
