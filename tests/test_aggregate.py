@@ -89,6 +89,20 @@ def test_selection_uses_dev_never_test(tmp_path):
     assert "best of 2 on dev" in sel.describe()
 
 
+def test_selection_compares_each_tuning_schemes_runs_at_its_full_budget(tmp_path):
+    """A one-seed 100-step probe (the precision study's) with a better dev score does not replace the main cell;
+    another scheme's shorter budget is its own full budget."""
+    for seed in (0, 1, 2):
+        write_run(tmp_path, f"main{seed}", tuning="prefix", steps_budget=400, seed=seed, best_dev_score=0.6, test_score=0.65)
+    write_run(tmp_path, "probe", tuning="prefix", steps_budget=100, dtype="bf16", best_dev_score=0.9, test_score=0.57)
+    write_run(tmp_path, "full", tuning="full", steps_budget=200, best_dev_score=0.5, test_score=0.55)
+    runs = load_runs(tmp_path)
+    sel = select_by_dev(runs[runs["tuning"] == "prefix"])
+    assert sorted(sel.runs["run_dir"]) == ["main0", "main1", "main2"] and sel.n_configs == 1
+    assert select_by_dev(runs[runs["tuning"] == "full"]).runs["run_dir"].tolist() == ["full"]
+    assert select_by_dev(runs[runs["steps_budget"] == 100]).runs["run_dir"].tolist() == ["probe"]  # asked for
+
+
 def test_selection_without_dev_scores_takes_one_configuration(tmp_path):
     write_run(tmp_path, "z1", steps_budget=0, lr=1e-3, best_dev_score=None)
     write_run(tmp_path, "z2", steps_budget=0, lr=1e-4, best_dev_score=None)

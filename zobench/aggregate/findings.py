@@ -98,21 +98,9 @@ def _cell_rows(claim: Claim, name: str, df: pd.DataFrame, group_keys: list[str])
         return rows
     keys = [k for k in group_keys if k in rows.columns]
     if not keys:
-        return select_by_dev(_full_budget(rows)).runs
-    parts = [select_by_dev(_full_budget(g)).runs for _, g in rows.groupby(keys, dropna=False, sort=True)]
+        return select_by_dev(rows).runs
+    parts = [select_by_dev(g).runs for _, g in rows.groupby(keys, dropna=False, sort=True)]
     return pd.concat(parts) if parts else rows
-
-
-def _full_budget(rows: pd.DataFrame) -> pd.DataFrame:
-    """Of each tuning scheme's runs, those at its largest step budget. The budget is not a hyperparameter that dev
-    selects: shorter runs of the same method (a precision study's 100-step probes beside 400-step main cells) belong
-    to other questions, and a one-seed short run would win dev selection against a three-seed mean by its variance
-    alone. A claim about short runs says so with a ``steps_budget`` filter."""
-    if "steps_budget" not in rows.columns:
-        return rows
-    budget = pd.to_numeric(rows["steps_budget"], errors="coerce")
-    by = rows["tuning"].astype(str) if "tuning" in rows.columns else pd.Series("", index=rows.index)
-    return rows[budget.isna() | budget.eq(budget.groupby(by).transform("max"))]
 
 
 def _unit(row: pd.Series, keys: list[str]) -> tuple:

@@ -8,6 +8,11 @@ zobench does not: the test set is only read for the configuration that dev chose
 Ties on dev go to the first configuration in sorted order, so the choice is deterministic.
 Runs without a dev score (zero-shot, ``steps == 0``) are all equivalent: the first is taken.
 
+The step budget is not a hyperparameter that dev selects: of each tuning scheme's runs in a cell, only those at
+its largest ``steps_budget`` compete (``full_budget``). Shorter runs of the same method (a precision study's
+100-step probes beside 400-step main cells) answer other questions, and a one-seed short run would otherwise win
+against a three-seed mean by its variance alone. A table or claim about short runs filters ``steps_budget``.
+
 The device that ran a run is part of its configuration here: runs of one setting on CPU and on
 CUDA are two configurations (dev picks one), never pooled as seeds of one, so the same seed is
 not counted twice and CPU memory and time never mix with CUDA's.
@@ -46,8 +51,19 @@ def config_keys(df: pd.DataFrame) -> list[str]:
     return [k for k in SELECT_KEYS if k in df.columns]
 
 
+def full_budget(rows: pd.DataFrame) -> pd.DataFrame:
+    """Of each tuning scheme's runs, those at its largest step budget (the module's docstring)."""
+    if rows.empty or "steps_budget" not in rows.columns:
+        return rows
+    budget = pd.to_numeric(rows["steps_budget"], errors="coerce")
+    by = rows["tuning"].astype(str) if "tuning" in rows.columns else pd.Series("", index=rows.index)
+    return rows[budget.isna() | budget.eq(budget.groupby(by).transform("max"))]
+
+
 def select_by_dev(cell: pd.DataFrame, dev_column: str = DEV_COLUMN) -> Selection:
-    """The runs of the configuration in ``cell`` with the best mean dev score over seeds."""
+    """The runs of the configuration in ``cell`` with the best mean dev score over seeds, among the runs at each
+    tuning scheme's full step budget (``full_budget``)."""
+    cell = full_budget(cell)
     if cell.empty:
         return Selection(cell, 0)
     keys = config_keys(cell)
