@@ -34,7 +34,7 @@ def test_published_rows_carry_sources_and_match_the_paper_averages():
 def _run(model, dtype, task, optimizer, score, seed=0, extra_observations=None):
     if optimizer == "bszo" and extra_observations is None:
         extra_observations = "reuse"   # conf/optimizer/bszo.yaml's default, read from config.yaml by the loader
-    return dict(model=model, dtype=dtype, task=task, tuning="full", optimizer=optimizer, steps_budget=20000,
+    return dict(model=model, dtype=dtype, task=task, tuning="full", template="mezo", optimizer=optimizer, steps_budget=20000,
                 num_dev=500, num_train=1000, status="completed", test_score=score, best_dev_score=score,
                 lr=1e-7, eps=1e-4, seed=seed, data_seed=seed, extra_observations=extra_observations)
 
