@@ -53,14 +53,18 @@ def test_interrupted_run_resumes_to_identical_parameters(optimizer, native, tmp_
     assert not (tmp_path / "cut" / "checkpoint.json").exists()  # cleared once the cell completed
 
 
-def replay_resumes_identically(cfg, tmp_path, monkeypatch, whole: dict, stop: int = 3) -> dict:
+def replay_resumes_identically(cfg, tmp_path, monkeypatch, whole: dict, stop: int = 3,
+                               loss_log_lengths: list[int] | None = None) -> dict:
     """Stop ``cfg`` after ``stop`` steps in ``tmp_path/cut``, check it left a replay checkpoint (a loss log, no
-    tensors), resume it, and check the weights equal the uninterrupted run in ``tmp_path/whole`` bit for bit."""
+    tensors; with ``loss_log_lengths``, that many losses per logged step), resume it, and check the weights equal
+    the uninterrupted run in ``tmp_path/whole`` bit for bit."""
     with monkeypatch.context() as m:
         stop_after(m, stop)
         assert run_cell(cfg, tmp_path / "cut")["status"] == "interrupted"
     state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
     assert state["step"] == stop and state["loss_log"] is not None and state["tensors"] is None  # a replay checkpoint
+    if loss_log_lengths is not None:
+        assert [len(v) for v in state["loss_log"]] == loss_log_lengths
     resumed = run_cell(cfg, tmp_path / "cut")
     assert resumed["status"] == "completed", resumed.get("error")
     a, b = torch.load(tmp_path / "whole" / "trainable.pt"), torch.load(tmp_path / "cut" / "trainable.pt")

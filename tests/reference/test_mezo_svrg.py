@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import logging
 import math
 
@@ -33,7 +32,7 @@ import zobench.train
 from tests.conftest import SMALL, compose_cfg
 from tests.reference.test_mezo_stream import global_rngs
 from tests.test_optimizers import LeastSquares
-from tests.test_resume import RESUMABLE, stop_after
+from tests.test_resume import RESUMABLE, replay_resumes_identically
 from tests.tiny import load_tiny
 from tests.reference.common import max_gap
 from zobench.errors import ConfigError
@@ -356,19 +355,8 @@ def test_a_tiny_mezo_svrg_cell_runs_and_resumes_to_identical_parameters(native, 
     anchor = 8 if TRAINER_PASSES_FULL_BATCH else 2
     assert whole["forward_passes"] == 3 * anchor + 3 * 4 and whole["forward_passes_per_step"] == 4
     assert whole["optimizer_state_bytes"] == 4 * whole["trainable_params"]
-    with monkeypatch.context() as m:
-        stop_after(m, 3)
-        assert run_cell(cfg, tmp_path / "cut")["status"] == "interrupted"
-    state = json.loads((tmp_path / "cut" / "checkpoint.json").read_text())
-    assert state["step"] == 3 and state["loss_log"] is not None and state["tensors"] is None  # a replay checkpoint
-    assert [len(v) for v in state["loss_log"]] == [2 * (4 if TRAINER_PASSES_FULL_BATCH else 1), 4, 2 * (
-        4 if TRAINER_PASSES_FULL_BATCH else 1)]
-    resumed = run_cell(cfg, tmp_path / "cut")
-    assert resumed["status"] == "completed", resumed.get("error")
-    a, b = torch.load(tmp_path / "whole" / "trainable.pt"), torch.load(tmp_path / "cut" / "trainable.pt")
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    assert resumed["final_loss"] == whole["final_loss"] and resumed["forward_passes"] == whole["forward_passes"]
+    # steps 1-3: anchor, minibatch, anchor; the anchors' full-batch losses are in the log
+    replay_resumes_identically(cfg, tmp_path, monkeypatch, whole, 3, loss_log_lengths=[anchor, 4, anchor])
 
 
 def test_a_bf16_cell_trains_without_nan(native, tmp_path):
