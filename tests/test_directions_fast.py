@@ -473,3 +473,16 @@ def test_build_optimizer_selects_the_stream_from_the_config():
     opt = build_optimizer(cfg.optimizer, [("w", torch.zeros(10))], total_steps=1, seed=0)
     assert opt.distribution == R and opt.estimator.distribution == R
 
+
+
+@compiled
+def test_throughput_times_each_fused_pass_against_an_axpy_and_restores_the_isa_and_threads(capsys):
+    """``python -m zobench.optim.philox --throughput`` (the issue's "how close to the axpy floor"): one row per
+    instruction set with positive timings; the process's instruction set and thread count are left as found."""
+    level, threads = philox.isa(), torch.get_num_threads()
+    philox.main(["--throughput", "--sizes", "2048"])
+    out = capsys.readouterr().out
+    assert out.count("n=     2048") == level + 1 and "gaussian / axpy" in out
+    rows = philox.throughput(2048, repeats=1, levels=(0,))
+    assert rows[0]["isa"] == "baseline" and all(v > 0 for k, v in rows[0].items() if k.endswith("_per_element"))
+    assert philox.isa() == level and torch.get_num_threads() == threads

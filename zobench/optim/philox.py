@@ -357,14 +357,65 @@ def add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, ki
     _call(lib, part, 1, seed, index, first, float(scale), kind, torch.get_num_threads())
 
 
+def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) -> list[dict]:
+    """Nanoseconds per element, one thread, of the fused passes ``add_`` makes (Gaussian and Rademacher) beside
+    the axpy they replace (``part.add_(z, alpha=scale)`` with z already drawn: the memory floor of a ZO pass), on a
+    float32 tensor of ``n`` elements (in cache when small). Best of ``repeats``; one row per instruction set."""
+    import time
+
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"no compiled Philox library: {why()}")
+    part, z = torch.zeros(n), torch.randn(n)
+    before, threads = isa(), torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first call warms the caches
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times[1:]) / n * 1e9
+
+    rows = []
+    try:
+        axpy = best(lambda: part.add_(z, alpha=1e-3))
+        for level in levels if levels is not None else range(before + 1):
+            isa(level)
+            row = {"isa": ISAS[isa()], "n": n, "axpy_ns_per_element": axpy}
+            for kind in ("gaussian", "rademacher"):
+                row[f"{kind}_ns_per_element"] = best(lambda k=kind: _call(lib, part, 1, 0, 0, 0, 1e-3, k, 1))
+            rows.append(row)
+    finally:
+        isa(before)
+        torch.set_num_threads(threads)
+    return rows
+
+
 def main(argv=None) -> None:
-    """``python -m zobench.optim.philox``: build (or find) the compiled library, check it, say which is used."""
+    """``python -m zobench.optim.philox``: build (or find) the compiled library, check it, say which is used.
+    ``--throughput``: also time its fused passes against an axpy, one thread, in and out of cache."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1 << 14, 1 << 24],
+                        help="elements per timed tensor (default: 16 Ki, in cache; 16 Mi, in memory)")
+    args = parser.parse_args(argv)
     lib = library()
     if lib is None:
         print(f"zobench Philox directions: torch implementation ({why()})")
-    else:
-        print(f"zobench Philox directions: compiled {_state['path']} ({ISAS[isa()]}, OpenMP: {_state['openmp']}), "
-              "checked against the torch implementation")
+        return
+    print(f"zobench Philox directions: compiled {_state['path']} ({ISAS[isa()]}, OpenMP: {_state['openmp']}), "
+          "checked against the torch implementation")
+    if args.throughput:
+        print("one thread, ns per element (best of 5): fused draw-and-add against an axpy of a drawn z")
+        for n in args.sizes:
+            for r in throughput(n):
+                print(f"  n={n:>9}  {r['isa']:8s}  gaussian {r['gaussian_ns_per_element']:6.3f}  "
+                      f"rademacher {r['rademacher_ns_per_element']:6.3f}  axpy {r['axpy_ns_per_element']:6.3f}  "
+                      f"(gaussian / axpy {r['gaussian_ns_per_element'] / r['axpy_ns_per_element']:4.1f}x)")
 
 
 if __name__ == "__main__":
