@@ -253,6 +253,7 @@ def run(args) -> dict:
                                                 TINY_SHAPE if args.tiny else SMOLLM2_SHAPE, args.dtype)
     scorer = Scorer(model, tokenizer, "causal", max_length=args.tokens + 8)
     batch = make_batch(tokenizer, args.batch_size, args.tokens)
+    train_set = batch + make_batch(tokenizer, args.batch_size, args.tokens, seed=2)  # MeZO-SVRG's full batch
     named = [(n, p) for n, p in model.named_parameters()]
     if args.only == "shared_context":
         res = {"model": source, "device": str(device), "threads": torch.get_num_threads(),
@@ -316,9 +317,14 @@ def run(args) -> dict:
         meter = PeakMemory(device)
         meter.reset()  # from here: the optimizer's state, then its step (the phases above warmed every cache)
         holder["opt"] = _build_optimizer(name, named)
-        holder["opt"].step(timed_loss)
+        extra = {}
+        if getattr(holder["opt"], "needs_full_batch", False):  # MeZO-SVRG: its anchors read a "train set" of two
+            from zobench.optim.mezo_svrg import full_batch_loss  # batches (the step's and another), micro-batched
+
+            extra["full_batch"] = full_batch_loss(lambda ex: scorer.loss(ex, "lm"), train_set, args.batch_size)
+        holder["opt"].step(timed_loss, **extra)
         res[f"opt_{name}"] = meter.read()
-        opt_times = [timed(lambda: holder["opt"].step(timed_loss), device, 1, warmup=0) for _ in range(r)]
+        opt_times = [timed(lambda: holder["opt"].step(timed_loss, **extra), device, 1, warmup=0) for _ in range(r)]
         res[f"opt_{name}"].update(time_ms=statistics.median(opt_times), times_ms=opt_times,
                                   state_bytes=holder["opt"].state_bytes())
         print(f"  opt_{name:14s} peak {res[f'opt_{name}']['peak_bytes'] / 2**20:8.0f} MiB, "
@@ -468,7 +474,7 @@ def main(argv=None) -> None:
                         default=["gaussian", "rademacher", "philox:gaussian", "philox:rademacher"],
                         help="ZO directions to time; STREAM:DIST picks a direction stream (philox:gaussian)")
     parser.add_argument("--optimizers", nargs="*",
-                        default=["zo_adam", "hizoo", "lozo", "lozo_m", "fzoo", "sparse_mezo", "bszo"],
+                        default=["zo_adam", "hizoo", "lozo", "lozo_m", "fzoo", "sparse_mezo", "mezo_svrg", "bszo"],
                         help="other ZO optimizers to time against ZO-SGD (their YAML defaults)")
     parser.add_argument("--shared-examples", type=int, default=None,
                         help="examples per shape in the shared-context phase's evaluation (default: 2 x --eval-examples)")
