@@ -4,7 +4,7 @@ import json
 from zobench import bench
 
 
-def test_bench_measures_every_phase_and_ratio(tmp_path):
+def test_bench_measures_every_phase_and_ratio(tmp_path, caplog):
     out = tmp_path / "bench.json"
     bench.main(["--tiny", "--device", "cpu", "--repeats", "2", "--batch-size", "2", "--tokens", "16",
                 "--eval-examples", "3", "--out", str(out)])
@@ -12,6 +12,9 @@ def test_bench_measures_every_phase_and_ratio(tmp_path):
     for phase in ("two_forwards", "zo_sgd_gaussian", "zo_sgd_rademacher", "mezo_ref", "fo_sgd", "fo_adam"):
         assert res[phase]["time_ms"] > 0 and res[phase]["peak_bytes"] > 0, phase
         assert len(res[phase]["times_ms"]) == 2
+    # MeZO-SVRG is timed with a full batch for its anchors: its state is θ̄, one copy of the weights
+    assert res["opt_mezo_svrg"]["state_bytes"] == 4 * res["params"]  # fp32
+    assert "no full-batch closure" not in caplog.text
     assert res["eval"]["predictions_agree"]  # batched scoring picks what the naive loop picks
     for key in ("zo_step_over_two_forwards", "zo_peak_over_inference_peak", "mezo_ref_step_over_zo_step",
                 "fo_adam_peak_over_inference_peak", "batched_over_per_candidate_eval_throughput",
