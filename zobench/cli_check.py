@@ -360,26 +360,20 @@ def _check_sweep(args: list[str]) -> None:
     if continuous:  # interval(...): a search sweeper's (optuna, ...), which samples it; not checked here
         args = [a for a in args if a not in continuous]
         overrides = _parse(args)
-    # The experiment's sweeper params, read from the config groups the command line chooses (and its deletions,
-    # refused here as typed): its other keys may belong to a group that only those params choose (optimizer.zo_lr
-    # of an experiment sweeping optimizer=hybrid_zo_fo), so they are checked below, in every combination.
     first_values = _first_values(overrides)
-    chosen = [line for line in first_values if _group_line(line) or _hydra_line(line) or line.startswith("~")]
-    head = _check_combination(chosen, _where(chosen, sweep=any(o.is_sweep_override() for o in overrides)))
-    params = OmegaConf.select(head, "hydra.sweeper.params", default=None) if head is not None else None
+    first = _check_combination(first_values, _where(first_values, sweep=any(o.is_sweep_override() for o in overrides)))
+    params = OmegaConf.select(first, "hydra.sweeper.params", default=None) if first is not None else None
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + args  # the command line wins (Hydra's order)
     combos = _sweep_combinations(_parse(lines))
-    first = None
     for combo in _pick_representatives(combos):
         where = _where(combo, sweep=len(combos) > 1)
         cfg = _check_combination(combo, where)
-        first = first if first is not None else cfg
         if cfg is not None:
             try:
                 _check_model(cfg)
             except ConfigError as exc:
                 raise ConfigError(f"{exc}{where}") from None
-    _check_runs_dir(first if first is not None else head, multirun=True)
+    _check_runs_dir(first, multirun=True)
 
 
 def _check_single(args: list[str]) -> None:

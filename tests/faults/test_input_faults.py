@@ -152,9 +152,6 @@ def test_documented_additions_keep_working(argv, base_args, no_model):
     ["-m", "+experiment=memory_vs_length", "model=tiny-opt"],
     ["-m", "optimizer=zo_sgd,fo_sgd", "trainer.loss=lm,hinge"],   # a bad value fails its cell only, as before
     ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1"],
-    # a key of the group the experiment's sweeper params choose (optimizer=hybrid_zo_fo): the CPU study passes
-    # searched values so (reproduce's search.from); it was refused against the default optimizer's keys
-    ["-m", "+experiment=cpu/claims/hybrid", "optimizer.lr=0.3", "optimizer.zo_lr=0.003", "model=tiny-opt"],
 ])
 def test_good_sweeps_pass(argv, base_args, no_model):
     from zobench.cli_check import precheck
