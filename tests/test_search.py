@@ -127,3 +127,18 @@ def test_cut_blocks_are_named_with_a_reason_left_out_of_the_study_and_still_runn
     planned = [line.split()[0] for line in capsys.readouterr().out.splitlines()
                if line.startswith("  cpu/") and "cells" in line]
     assert planned == ["cpu/zobench_sst2/zo_sgd_cons_prefix"]
+
+
+def test_every_searched_key_a_block_reads_from_another_block_passes_the_sweep_precheck(tmp_path):
+    """reproduce passes a ``from:`` block's searched values on the command line (``optimizer.zo_lr=...``); Hydra applies
+    them before the sweeper's choices, so a key of a group only the sweeper params choose failed the hybrid block
+    (``zo_lr`` against the default optimizer). The precheck refuses that as Hydra would: each block must pass it."""
+    from zobench.cli_check import precheck
+
+    for name in block_names("cpu"):
+        s = plan_block(name).search
+        if not s or "from" not in s:
+            continue
+        keys = ["optimizer.lr"] if isinstance(s["from"], str) else list(s["from"])
+        precheck(["-m", f"+experiment={name}", "model=tiny-opt", f"paths.runs_dir={tmp_path}",
+                  *[f"{k}=0.001" for k in keys]])
