@@ -365,3 +365,56 @@ def test_cli_writes_findings(tmp_path, runs, capsys):
     assert "supported" in capsys.readouterr().out
     assert "**Verdict.** supported" in text and "paired bootstrap over 120 eval examples" in text
     assert "**Protocol.**" in text and "metric accuracy" in text
+
+
+def test_no_arm_moved_is_inconclusive_whatever_the_interval(tmp_path):
+    # both arms predict exactly what their untuned models predicted: the effect (here 40 points, "supported"
+    # by its interval) is the untuned models' difference, not the optimizers'; one changed prediction in one
+    # run lets the verdict stand (the block-wise cells of the CPU study, 12 steps, were the first case)
+    root = tmp_path / "runs"
+    for seed in range(3):
+        make_run(root, f"blk/s{seed}", right(0.9, seed), right(0.9, seed), optimizer="blk", seed=seed)
+        make_run(root, f"base/s{seed}", right(0.5, 10 + seed), right(0.5, 10 + seed), optimizer="base", seed=seed)
+    path = write_claim(tmp_path / "claims", "blk", DIFF.format(a="blk", b="base"))
+    f = evaluate(path, root)
+    assert f.verdict == "inconclusive" and f.unmoved and "no arm moved" in f.reason and f"all {N}" in f.reason
+    assert f.lo > 0  # the interval alone would have said "supported"
+    moved = right(0.9, 0)
+    moved[0] = 1 - moved[0]
+    (root / "blk/s0/predictions.jsonl").write_text("".join(
+        json.dumps({"id": f"ex{i}", "gold": 0, "prediction": int(p), "scores": [0.0, 0.0], "group": None}) + "\n"
+        for i, p in enumerate(moved)))
+    f = evaluate(path, root)
+    assert f.verdict == "supported" and not f.unmoved and not f.reason
+    # a trained cell against the untuned model itself: "did not move" is then the finding, not a budget artifact
+    zs = write_claim(tmp_path / "claims", "zs", """
+        claim: "training helps"
+        source: {paper: test}
+        cells:
+          tuned: {where: {optimizer: base}}
+          untuned: {where: {optimizer: base}, value: zero_shot_score}
+        effect: {kind: difference, a: tuned, b: untuned, value: test_score}
+        expect: {op: ">", value: 0}
+    """)
+    f = evaluate(zs, root)
+    assert not f.unmoved and f.verdict == "contradicted" and f.effect == 0
+
+
+def test_no_arm_moved_reads_the_untuned_model_cell_when_runs_skip_their_zero_shot(tmp_path):
+    # the CPU study evaluates the untuned model once (tuning=full, 0 steps) and not in every run; it stands for
+    # step 0 of a LoRA run (B = 0 at init) but not of a prefix run, whose initial prefix changes the model
+    root = tmp_path / "runs"
+    make_run(root, "untuned", right(0.6, 0), optimizer="zo_sgd", tuning="full", steps_budget=0)
+    for tuning in ("lora", "prefix"):
+        make_run(root, f"blk_{tuning}", right(0.6, 0), optimizer="blk", tuning=tuning)
+        make_run(root, f"base_{tuning}", right(0.6, 0), optimizer="base", tuning=tuning)
+    path = write_claim(tmp_path / "claims", "blk", DIFF.format(a="blk", b="base").replace(
+        "effect:", "filters: {steps_budget: {gt: 0}}\neffect:"))
+    f = evaluate(path, root)
+    assert f.unmoved is False  # the prefix unit has no untuned model to compare with
+    for d in root.glob("*prefix"):
+        for p in d.iterdir():
+            p.unlink()
+        d.rmdir()
+    f = evaluate(path, root)
+    assert f.unmoved and f.verdict == "inconclusive" and "no arm moved" in f.reason

@@ -34,7 +34,10 @@ over units (``zobench.stats.seed_interval``); a slope ratio resamples the ``x`` 
 
 Verdict: *supported* when the interval lies entirely on the claimed side of the expectation,
 *contradicted* when entirely on the other side, *inconclusive* otherwise, or when cells are missing
-(named), or with a single unit (no interval).
+(named), or with a single unit (no interval), or when no arm moved: every cell is a trained model and
+each of its runs predicts, on every example, what its untuned model predicted (its own zero-shot
+predictions, or the untuned-model run of its model and task; ``findings_intervals.unmoved``): the effect is
+then a budget's, not the optimizers'.
 
     python -m zobench.aggregate.findings --runs-dir runs/reproduce-cpu --out FINDINGS.md
 """
@@ -54,7 +57,7 @@ from zobench.aggregate.claims import (CELL_KEYS, CLAIMS_DIR, DEFAULT_MATCH, EFFE
 from zobench.aggregate.findings_effect import (Finding, _replicated, _scale, _statistic,  # noqa: F401
                                                _value_column, expectation_text, verdict)
 from zobench.aggregate.findings_intervals import (BOOT_SEED, LEVEL, N_BOOT, _example_level,  # noqa: F401
-                                                  _pred_file, _slope_ratio)
+                                                  _pred_file, _slope_ratio, unmoved)
 from zobench.aggregate.findings_render import render
 from zobench.aggregate.layout import mask
 from zobench.aggregate.load import STATUS_OK, load_runs
@@ -219,8 +222,13 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
         if seeds["lo"] is None:
             found.reason = "one unit: no interval (run more seeds)"
             found.lo = found.hi = math.nan
-    elif seeds["lo"] is not None:
-        found.seeds = seeds
+    else:
+        if seeds["lo"] is not None:
+            found.seeds = seeds
+        found.unmoved = unmoved(values, units, runs_dir, df[df["_from_dirs"].astype(bool)])
+        if found.unmoved:
+            found.reason = (f"no arm moved: every run predicts what its untuned model predicted on all "
+                            f"{found.n_examples} examples, so the budget was too small to compare the arms")
     return _finish(claim, found, head)
 
 

@@ -28,6 +28,7 @@ class Finding:
     protocol: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     scope: str = ""                      # a margin over fewer competitors than the claim names (others not run)
+    unmoved: bool = False                # every compared run predicts as its untuned model: no arm moved
 
 
 def _value_column(claim: Claim, cell: dict) -> str:

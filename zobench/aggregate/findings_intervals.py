@@ -101,6 +101,49 @@ def _example_level(claim, values, units, runs_dir, stat, found) -> bool:
     return True
 
 
+# tuning schemes whose untrained model computes the base model itself: full (no change) and LoRA (B = 0 at
+# init, Hu et al. 2021 §4.1), so the untuned-model cell (tuning=full, no steps) stands for their step 0
+IDENTITY_AT_INIT = ("full", "lora")
+UNTUNED_KEYS = ("model", "task", "template", "dtype")
+
+
+def _untuned_predictions(row: pd.Series, runs: pd.DataFrame, runs_dir: Path) -> dict[str, dict] | None:
+    """What ``row``'s model predicted before training: its own ``zero_shot_predictions.jsonl``, else the
+    predictions of the untuned-model run (steps_budget 0) of the same model, task, template and dtype, with
+    the same tuning or, for a scheme that computes the base model at init, tuning=full."""
+    own = _read_predictions(runs_dir / str(row["run_dir"]) / "zero_shot_predictions.jsonl")
+    if own is not None or "steps_budget" not in runs:
+        return own
+    tunings = {row.get("tuning")} | ({"full"} if row.get("tuning") in IDENTITY_AT_INIT else set())
+    zero = runs[(pd.to_numeric(runs["steps_budget"], errors="coerce") == 0) & runs["tuning"].isin(tunings)]
+    for key in UNTUNED_KEYS:
+        if key in zero and key in row:
+            zero = zero[zero[key].astype(str) == str(row[key])]
+    for _, z in zero.iterrows():
+        if "run_dir" in z and isinstance(z["run_dir"], str):
+            found = _read_predictions(runs_dir / z["run_dir"] / "predictions.jsonl")
+            if found is not None:
+                return found
+    return None
+
+
+def unmoved(values, units, runs_dir: Path, runs: pd.DataFrame) -> bool:
+    """True when every cell is a trained model (reads ``predictions.jsonl``) and every one of its runs predicts,
+    on every example, what its untuned model predicted (``_untuned_predictions``): no arm moved, so their
+    difference says nothing about the optimizers (the budget was too small)."""
+    for c in values:
+        for u in units:
+            for row, _, fname in values[c][u]:
+                if fname != "predictions.jsonl" or pd.to_numeric(row.get("steps_budget"), errors="coerce") == 0:
+                    return False
+                tuned = _read_predictions(runs_dir / str(row["run_dir"]) / fname)
+                untuned = _untuned_predictions(row, runs, runs_dir)
+                if tuned is None or untuned is None or any(
+                        i not in untuned or rec["prediction"] != untuned[i]["prediction"] for i, rec in tuned.items()):
+                    return False
+    return True
+
+
 def _joint_bootstrap(gold, preds: dict[str, np.ndarray], stat, metric: str, groups) -> tuple[float, float]:
     """Percentile interval of ``stat`` over one resample of the examples (clusters) shared by every cell."""
     n = len(gold)
