@@ -48,6 +48,9 @@ def test_cell_runs_end_to_end(task, optimizer, small_cfg, tmp_path):
     assert summary["best_step"] == best["step"]  # selected on dev, first best kept
     assert summary["peak_memory_bytes"] > 0 and summary["inference_peak_memory_bytes"] > 0
     assert not (tmp_path / "run" / "best_trainable.pt").exists()
+    # the machine's load beside the wall time: the cost of a cell on shared cores is not its wall time alone
+    assert 0 < summary["cpu_time_s"] and summary["cpu_count"] >= 1
+    assert all(summary[k] is None or summary[k] >= 0 for k in ("load_average_1m_start", "load_average_1m_end"))
 
 
 def test_same_seed_same_trajectory(small_cfg, tmp_path):

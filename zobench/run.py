@@ -147,7 +147,7 @@ def _run_cell(cfg: DictConfig, run_dir: Path, run_name: str | None, group: str |
     from zobench.checkpoint import Checkpointer, cell_key
     from zobench.record import RunRecorder
 
-    started, run_dir = time.time(), Path(run_dir)
+    started, run_dir, load = time.time(), Path(run_dir), _machine_load()
     key = cell_key(cfg)
     done = _completed_summary(run_dir, key) if cfg.trainer.get("resume", True) else None
     if done is not None:
@@ -188,11 +188,29 @@ def _run_cell(cfg: DictConfig, run_dir: Path, run_name: str | None, group: str |
         log.error("run %s: %s", summary["status"], summary["error"])
     finally:
         summary["wall_time_s"] = round(time.time() - started, 3)
+        # how busy the machine was (wall time on shared cores is not the cell's cost): the 1-minute load average
+        # at start and end, the cores, and this process's CPU time (user + system) during the run
+        end = _machine_load()
+        summary["load_average_1m_start"], summary["load_average_1m_end"] = load["load"], end["load"]
+        summary["cpu_count"] = end["cpus"]
+        summary["cpu_time_s"] = round(end["cpu_s"] - load["cpu_s"], 3)
         recorder.finish(summary)
     from zobench.measure import release_memory
 
     release_memory()  # the next cell of a sweep in this process starts from a clean heap
     return summary
+
+
+def _machine_load() -> dict[str, Any]:
+    """The 1-minute load average (None where the OS has none), the CPU count and this process's CPU seconds."""
+    import os
+
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        load = None
+    times = os.times()
+    return {"load": load, "cpus": os.cpu_count(), "cpu_s": times.user + times.system}
 
 
 def _completed_summary(run_dir: Path, key: str) -> dict[str, Any] | None:
