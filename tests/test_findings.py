@@ -330,6 +330,8 @@ def test_verdict_reads_the_interval_against_the_claimed_side(lo, hi, expect, wan
     ("expect: {op: '>', value: high}", "expect.value"),
     ("cells: {a: {where: {lr: {gte: 1}}}, b: {}}", "cells.a.where.lr"),
     ("colour: red", "colour"),
+    ("effect: {kind: difference, a: a, b: b, resample: seeds}", "effect.resample"),
+    ("effect: {kind: margin, a: a, others: [b], resample: steps}", "effect.resample"),
 ])
 def test_malformed_claim_names_the_file_and_key(tmp_path, body, key):
     good = {"claim": "x", "source": "{paper: p}", "cells": "{a: {where: {optimizer: a}}, b: {where: {optimizer: b}}}",
@@ -418,3 +420,35 @@ def test_no_arm_moved_reads_the_untuned_model_cell_when_runs_skip_their_zero_sho
         d.rmdir()
     f = evaluate(path, root)
     assert f.unmoved and f.verdict == "inconclusive" and "no arm moved" in f.reason
+
+
+def test_a_per_step_measurement_resamples_each_runs_steps(tmp_path, runs):
+    # step_time_ms of every step in metrics.jsonl; the first (warm-up) step is dropped, as the summary drops it
+    rng = np.random.default_rng(0)
+    times = {}
+    for opt, centre in (("strong", 60.0), ("weak", 100.0)):
+        for seed in range(3):
+            t = centre + rng.normal(0, 5, 40)
+            t[0] = 10_000.0  # warm-up: must not count
+            times[(opt, seed)] = t[1:]
+            (runs / f"{opt}/s{seed}/metrics.jsonl").write_text("".join(
+                json.dumps({"step": i + 1, "loss": 1.0, "step_time_ms": float(v)}) + "\n" for i, v in enumerate(t)))
+    body = """
+        claim: "strong steps are faster"
+        source: {paper: test}
+        select: all
+        filters: {seed: 0}
+        cells:
+          a: {where: {optimizer: strong}}
+          b: {where: {optimizer: weak}}
+        effect: {kind: ratio, a: a, b: b, value: step_time_ms, resample: steps}
+        expect: {op: "<=", value: 0.8}
+    """
+    f = evaluate(write_claim(tmp_path / "claims", "steps", body), runs)
+    want = np.median(times[("strong", 0)]) / np.median(times[("weak", 0)])
+    assert f.effect == pytest.approx(want) and f.lo < want < f.hi and f.hi - f.lo < 0.2
+    assert f.verdict == "supported" and not f.reason and f.n_units == 1 and "training steps" in f.method
+    # without per-step values the interval falls back to the units: one unit, none
+    (runs / "weak/s0/metrics.jsonl").unlink()
+    f = evaluate(write_claim(tmp_path / "claims", "steps", body), runs)
+    assert f.verdict == "inconclusive" and "one unit" in f.reason and any("per-step" in n for n in f.notes)

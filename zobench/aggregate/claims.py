@@ -22,7 +22,8 @@ TOP_KEYS = ("title", "claim", "source", "filters", "csv", "match", "select", "eq
             "notes")
 SOURCE_KEYS = ("paper", "where", "quote", "verbatim", "url")
 CELL_KEYS = ("label", "where", "value", "predictions", "diverged_as_zero_shot")
-EFFECT_KEYS = ("kind", "a", "b", "weights", "others", "side", "value", "x", "metric", "scale", "unit")
+EFFECT_KEYS = ("kind", "a", "b", "weights", "others", "side", "value", "x", "metric", "scale", "unit", "resample")
+RESAMPLE = ("examples", "steps")  # what the interval resamples: eval examples (default) or each run's training steps
 DEFAULT_MATCH = ["model", "task", "tuning", "seed", "data_seed"]
 
 
@@ -113,6 +114,10 @@ def load_claim(path: str | Path) -> Claim:
             raise bad_value(f"{p}: effect.weights", effect["weights"], "a mapping of cell name -> weight")
         for name, w in effect["weights"].items():
             _number(f"{p}: effect.weights.{name}", w)
+    if effect.get("resample", "examples") not in RESAMPLE:
+        raise bad_choice(f"{p}: effect.resample", effect["resample"], RESAMPLE)
+    if effect.get("resample") == "steps" and kind not in ("difference", "ratio"):
+        raise ConfigError(f"{p}: effect.resample=steps needs effect.kind difference or ratio, not {kind}.")
     if kind == "margin" and effect.get("side", "above") not in ("above", "below"):
         raise bad_choice(f"{p}: effect.side", effect["side"], ("above", "below"))
     expect = _keys(f"{p}: expect", spec["expect"], ("op", "value", "low", "high"))

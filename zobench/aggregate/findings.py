@@ -29,8 +29,10 @@ The 95% interval is over eval examples when every cell of every unit left per-ex
 (``predictions.jsonl``, scored on the same example ids): ``zobench.stats.paired_bootstrap`` for a
 difference (seeds stacked as rows, so an example's correctness is averaged over seeds), otherwise a
 percentile bootstrap of the whole statistic resampling the same examples (clusters: ``group``) in
-every cell at once (Efron & Tibshirani 1993, ch. 13). Without predictions it is the Student-t interval
-over units (``zobench.stats.seed_interval``); a slope ratio resamples the ``x`` points.
+every cell at once (Efron & Tibshirani 1993, ch. 13). An effect with ``resample: steps`` (a per-step
+measurement: ``step_time_ms``) resamples each run's training steps from its metrics.jsonl instead. Without
+either it is the Student-t interval over units (``zobench.stats.seed_interval``); a slope ratio resamples
+the ``x`` points.
 
 Verdict: *supported* when the interval lies entirely on the claimed side of the expectation,
 *contradicted* when entirely on the other side, *inconclusive* otherwise, or when cells are missing
@@ -57,7 +59,7 @@ from zobench.aggregate.claims import (CELL_KEYS, CLAIMS_DIR, DEFAULT_MATCH, EFFE
 from zobench.aggregate.findings_effect import (Finding, _replicated, _scale, _statistic,  # noqa: F401
                                                _value_column, expectation_text, verdict)
 from zobench.aggregate.findings_intervals import (BOOT_SEED, LEVEL, N_BOOT, _example_level,  # noqa: F401
-                                                  _pred_file, _slope_ratio, unmoved)
+                                                  _pred_file, _slope_ratio, _step_level, unmoved)
 from zobench.aggregate.findings_render import render
 from zobench.aggregate.layout import mask
 from zobench.aggregate.load import STATUS_OK, load_runs
@@ -215,7 +217,17 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
     per_unit = [stat({c: float(np.mean([v for _, v, _ in values[c][u]])) for c in values}) for u in units]
     seeds = seed_interval(per_unit, LEVEL)
     head = next(iter(columns.values()))
-    if not _example_level(claim, values, units, runs_dir, stat, found):
+    if claim.effect.get("resample") == "steps":
+        by_steps = _step_level(claim, values, units, runs_dir, stat, found)
+        if by_steps and seeds["lo"] is not None:
+            found.seeds = seeds
+        elif not by_steps:
+            found.effect, found.lo, found.hi = seeds["mean"], seeds["lo"], seeds["hi"]
+            found.method = f"Student-t interval over {len(units)} unit(s) ({', '.join(match)})"
+            if seeds["lo"] is None:
+                found.reason = "one unit: no interval (run more seeds)"
+                found.lo = found.hi = math.nan
+    elif not _example_level(claim, values, units, runs_dir, stat, found):
         found.effect, found.lo, found.hi = seeds["mean"], seeds["lo"], seeds["hi"]
         found.method = (f"Student-t interval over {len(units)} unit(s) ({', '.join(match)})"
                         + (", replicate runs averaged in each" if _replicated(found) else ""))

@@ -1,6 +1,7 @@
 """95% intervals of a claim's effect beyond the Student-t over units: over eval examples, from the runs'
 per-example predictions (paired bootstrap for a difference, a joint percentile bootstrap otherwise;
-Efron & Tibshirani 1993, ch. 13), and the slope ratio's bootstrap over its ``x`` points.
+Efron & Tibshirani 1993, ch. 13), over each run's training steps (a per-step measurement such as
+``step_time_ms``), and the slope ratio's bootstrap over its ``x`` points.
 """
 from __future__ import annotations
 
@@ -202,3 +203,64 @@ def _slope_ratio(claim: Claim, rows: dict[str, pd.DataFrame], found: Finding) ->
         return
     found.lo, found.hi = (float(q) for q in np.quantile(boots, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
     found.method = f"least-squares slopes of {col} against {x}; bootstrap over the {len(xs)} {x} points"
+
+
+def _step_values(run: Path, column: str) -> np.ndarray | None:
+    """``column`` of each training step in ``run/metrics.jsonl``, the run's warm-up steps dropped as its summary
+    drops them (``trainer.warmup_steps`` of its config.yaml, default 1; all kept if that leaves none)."""
+    import yaml
+
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line) if line.strip() else {}
+        if "step" in rec and isinstance(rec.get(column), (int, float)):
+            rows[int(rec["step"])] = float(rec[column])  # a resumed run re-logs a step: the last value stands
+    warmup = 1
+    if (run / "config.yaml").is_file():
+        trainer = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("trainer") or {}
+        warmup = int(trainer.get("warmup_steps", 1) or 0)
+    values = [rows[k] for k in sorted(rows)]
+    values = values[warmup:] or values
+    return np.asarray(values) if values else None
+
+
+def _step_level(claim: Claim, values, units, runs_dir: Path, stat, found: Finding) -> bool:
+    """Effect and interval over training steps: each run's value is the median of its per-step ``column``
+    (as its summary's), and the percentile bootstrap resamples every run's steps independently (the arms'
+    steps are not paired); a cell's value is the mean over its replicates, then over units. The interval
+    holds the step-to-step noise of these runs, not the differences between machines or their load."""
+    column = _value_column(claim, {})
+    steps: dict[tuple, list[np.ndarray]] = {}
+    for c in values:
+        for u in units:
+            arrays = [_step_values(runs_dir / str(row["run_dir"]), column) for row, _, _ in values[c][u]
+                      if bool(row.get("_from_dirs", False))]
+            if len(arrays) != len(values[c][u]) or any(a is None for a in arrays):
+                found.notes.append(f"cell {c}: a run without per-step {column} in metrics.jsonl: interval over units")
+                return False
+            steps[(c, u)] = arrays
+
+    def value(draw) -> float:
+        return stat({c: float(np.mean([np.mean([draw(a) for a in steps[(c, u)]]) for u in units])) for c in values})
+
+    found.effect = value(np.median)
+    rng = np.random.default_rng(BOOT_SEED)
+    boots = np.asarray([value(lambda a: np.median(a[rng.integers(0, len(a), len(a))])) for _ in range(N_BOOT)])
+    boots = boots[np.isfinite(boots)]
+    if boots.size == 0:
+        return False
+    alpha = (1 - LEVEL) / 2
+    found.lo, found.hi = (float(np.quantile(boots, q)) for q in (alpha, 1 - alpha))
+    counts = [len(a) for arrays in steps.values() for a in arrays]
+    found.method = (f"bootstrap over the training steps of each run (median of {_counts(counts)} steps per run, "
+                    f"warm-up dropped, resampled per run), {len(units)} unit(s) averaged: the interval holds "
+                    "these runs' step-to-step noise, not differences between machines or their load")
+    return True
+
+
+def _counts(counts: list[int]) -> str:
+    lo, hi = min(counts), max(counts)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
