@@ -620,3 +620,27 @@ def test_a_published_number_of_another_variant_gets_no_difference():
     assert _same_variant(published, cell(["paper"], 2))  # a published row with no variant (zero-shot) is no condition
     relizo = load_published()
     assert set(relizo["variant"].dropna()) >= {"paper", "zobench_code"}
+
+
+def test_one_run_step_time_shows_its_bootstrap_over_steps_and_dtypes_get_their_own_tables(tmp_path):
+    """A one-run step time: its median's 95% bootstrap over the run's training steps (warm-up dropped, as the
+    summary drops it), marked ‡; fp16/bf16 runs are never averaged with fp32 ones as if seeds."""
+    import numpy as np
+
+    from zobench.aggregate.steps import median_interval, step_values
+
+    times = [900.0] + [100.0 + 10 * (i % 5) for i in range(30)]  # step 1 is warm-up
+    metrics = [{"step": i + 1, "loss": 1.0, "lr": 1e-3, "step_time_ms": t, "forward_passes": 2 * (i + 1)}
+               for i, t in enumerate(times)]
+    write_run(tmp_path, "fp32", metrics=metrics, config={"trainer": {"warmup_steps": 1}}, step_time_ms=120.0)
+    write_run(tmp_path, "bf16", dtype="bf16", step_time_ms=40.0, peak_memory_bytes=2**30)
+    values = step_values(tmp_path / "fp32", "step_time_ms")
+    assert len(values) == 30 and 900.0 not in values
+    lo, hi = median_interval(values)
+    assert lo <= np.median(values) <= hi and lo >= 100 and hi <= 140
+    tables = {t.split["dtype"]: t for t in build_tables(load_layout("memory_time"), load_runs(tmp_path))}
+    assert set(tables) == {"fp32", "bf16"}
+    text = to_markdown(tables["fp32"])
+    assert f"| ZO-SGD / full | 2.00 (n=1) | 2.00 (n=1) | 120 ({lo:.0f}–{hi:.0f}, n=1‡) |" in text
+    assert "over the run's training steps" in text
+    assert "| ZO-SGD / full | 1.00 (n=1) | 1.00 (n=1) | 40 (n=1) |" in to_markdown(tables["bf16"])

@@ -14,6 +14,7 @@ import pandas as pd
 
 from zobench.aggregate.claims import Claim
 from zobench.aggregate.findings_effect import Finding, _replicated, _value_column
+from zobench.aggregate.steps import step_values
 from zobench.stats import metric_value, paired_bootstrap
 
 N_BOOT, BOOT_SEED, LEVEL = 2000, 0, 0.95
@@ -205,28 +206,6 @@ def _slope_ratio(claim: Claim, rows: dict[str, pd.DataFrame], found: Finding) ->
     found.method = f"least-squares slopes of {col} against {x}; bootstrap over the {len(xs)} {x} points"
 
 
-def _step_values(run: Path, column: str) -> np.ndarray | None:
-    """``column`` of each training step in ``run/metrics.jsonl``, the run's warm-up steps dropped as its summary
-    drops them (``trainer.warmup_steps`` of its config.yaml, default 1; all kept if that leaves none)."""
-    import yaml
-
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    rows = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line) if line.strip() else {}
-        if "step" in rec and isinstance(rec.get(column), (int, float)):
-            rows[int(rec["step"])] = float(rec[column])  # a resumed run re-logs a step: the last value stands
-    warmup = 1
-    if (run / "config.yaml").is_file():
-        trainer = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("trainer") or {}
-        warmup = int(trainer.get("warmup_steps", 1) or 0)
-    values = [rows[k] for k in sorted(rows)]
-    values = values[warmup:] or values
-    return np.asarray(values) if values else None
-
-
 def _step_level(claim: Claim, values, units, runs_dir: Path, stat, found: Finding) -> bool:
     """Effect and interval over training steps: each run's value is the median of its per-step ``column``
     (as its summary's), and the percentile bootstrap resamples every run's steps independently (the arms'
@@ -236,7 +215,7 @@ def _step_level(claim: Claim, values, units, runs_dir: Path, stat, found: Findin
     steps: dict[tuple, list[np.ndarray]] = {}
     for c in values:
         for u in units:
-            arrays = [_step_values(runs_dir / str(row["run_dir"]), column) for row, _, _ in values[c][u]
+            arrays = [step_values(runs_dir / str(row["run_dir"]), column) for row, _, _ in values[c][u]
                       if bool(row.get("_from_dirs", False))]
             if len(arrays) != len(values[c][u]) or any(a is None for a in arrays):
                 found.notes.append(f"cell {c}: a run without per-step {column} in metrics.jsonl: interval over units")

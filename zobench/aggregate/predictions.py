@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from zobench.aggregate.steps import PER_STEP, median_interval, step_values
+
 PREDICTIONS = "predictions.jsonl"
 ZERO_SHOT_PREDICTIONS = "zero_shot_predictions.jsonl"
 COLUMNS = ["id", "gold", "prediction", "group"]
@@ -60,10 +62,14 @@ INTERVAL_SOURCES = {"test_score": (False, None), "test_accuracy": (False, "accur
 def run_interval(run: pd.Series, column: str, level: float = 0.95) -> tuple[float, float] | None:
     """One run's interval for ``column`` over eval examples: the summary's ``<column>_ci95`` when it
     has one (and ``level`` is 95%), else a percentile bootstrap of its predictions file (clusters
-    by ``group``), else None."""
+    by ``group``); for a per-step median (``step_time_ms``), the bootstrap over the run's training
+    steps (``zobench.aggregate.steps``); else None."""
     lo, hi = run.get(f"{column}_ci95_lo"), run.get(f"{column}_ci95_hi")
     if abs(level - 0.95) < 1e-12 and lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
         return float(lo), float(hi)
+    if column in PER_STEP:  # a median over training steps: the bootstrap over the run's steps
+        path = run.get("run_path")
+        return median_interval(step_values(path, column), level) if isinstance(path, str) and path else None
     if column not in INTERVAL_SOURCES:
         return None
     zero_shot, metric = INTERVAL_SOURCES[column]

@@ -20,6 +20,7 @@ from zobench.aggregate.layout import Cell, Table
 from zobench.aggregate.protocol import protocol_line, same_runs_warning
 from zobench.aggregate.published import source_label
 from zobench.aggregate.seeds import BOOTSTRAP
+from zobench.aggregate.steps import PER_STEP
 
 DASH = "—"
 ONE_SEED = "‡"  # n=1: the interval is the run's bootstrap over eval examples, not over seeds
@@ -56,8 +57,11 @@ def notes(table: Table) -> list[str]:
         for c in table.cells.values()))
     out.append(f"Cells: mean over seeds of {value_desc} (95% interval, n = seeds): Student-t over seeds"
                + (f"; {ONE_SEED} one seed: the run's 95% percentile bootstrap over eval examples (eval-set "
-                  "sampling only, not seed variation)" if any(c.stats.interval == BOOTSTRAP for c in table.cells.values())
-                  else "")
+                  "sampling only, not seed variation)" + ("; for a step time, of its median over the run's training "
+                                                          "steps (step-to-step noise only, not the machine's load)"
+                                                          if any(c.stats.interval == BOOTSTRAP and c.measure["value"]
+                                                                 in PER_STEP for c in table.cells.values()) else "")
+                  if any(c.stats.interval == BOOTSTRAP for c in table.cells.values()) else "")
                + ("; [published; Δ = measured − published]" if lay.published else "") + ".")
     comparisons = [c.comparison for c in table.cells.values() if c.comparison is not None and c.stats.n]
     line = legend(comparisons, table.compare)
