@@ -381,6 +381,9 @@ def test_no_arm_moved_is_inconclusive_whatever_the_interval(tmp_path):
     f = evaluate(path, root)
     assert f.verdict == "inconclusive" and f.unmoved and "no arm moved" in f.reason and f"all {N}" in f.reason
     assert f.lo > 0  # the interval alone would have said "supported"
+    from zobench.aggregate.findings_render import render
+
+    assert "| inconclusive (no arm moved) |" in render([f], root, 6)
     moved = right(0.9, 0)
     moved[0] = 1 - moved[0]
     (root / "blk/s0/predictions.jsonl").write_text("".join(

@@ -49,7 +49,8 @@ def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_di
     lines = ["# Findings: the papers' claims against zobench's runs", "",
              f"Runs: `{runs_dir}` ({n_runs} run directories). Claims: `{claims_dir}` ({len(findings)}). "
              "Verdicts: *supported* when the 95% interval lies on the claimed side, *contradicted* when it lies "
-             "on the other side, *inconclusive* otherwise (at this scale) or when cells are missing. "
+             "on the other side, *inconclusive* otherwise (at this scale), when cells are missing, or when no "
+             "arm moved (every run predicts what its untuned model predicted). "
              "n: units (runs paired across the cells), with the replicate runs (seeds) per unit of each cell "
              "where a cell has several, averaged.", "",
              "| claim | effect | 95% CI | n | verdict |", "|---|---:|---|---:|---|"]
@@ -57,7 +58,8 @@ def render(findings: list[Finding], runs_dir: str | Path, n_runs: int, claims_di
         unit = _scale(f.claim, _value_column(f.claim, {}))[1]
         reps = f" ({' / '.join(f.replicates.values())} runs per unit)" if _replicated(f) else ""
         lines.append(f"| [{f.claim.title}](#{f.claim.id}) | {_fmt(f.effect)} {unit} | [{_fmt(f.lo)}, {_fmt(f.hi)}] "
-                     f"| {f.n_units}{reps} | {f.verdict}{f' ({f.scope})' if f.scope else ''} |")
+                     f"| {f.n_units}{reps} | {f.verdict}{f' ({f.scope})' if f.scope else ''}"
+                     f"{' (no arm moved)' if f.unmoved else ''} |")
     for f in findings:
         c, src = f.claim, f.claim.source
         unit = _scale(c, _value_column(c, {}))[1]
