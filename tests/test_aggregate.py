@@ -644,3 +644,22 @@ def test_one_run_step_time_shows_its_bootstrap_over_steps_and_dtypes_get_their_o
     assert f"| ZO-SGD / full | 2.00 (n=1) | 2.00 (n=1) | 120 ({lo:.0f}–{hi:.0f}, n=1‡) |" in text
     assert "over the run's training steps" in text
     assert "| ZO-SGD / full | 1.00 (n=1) | 1.00 (n=1) | 40 (n=1) |" in to_markdown(tables["bf16"])
+
+
+def test_cost_model_counts_each_optimizers_own_forward_passes():
+    """STEP_COST's forwards per step are each ZO optimizer's own count at its YAML defaults (BSZO's read 4
+    where its runs log 3, and the plan over-estimated its cells); ZO-SGD-Cons adds its two checks."""
+    import torch
+
+    from zobench.aggregate.cost import STEP_COST
+    from zobench.bench import _build_optimizer
+
+    named = list(torch.nn.Linear(4, 4).named_parameters())
+    for name, (fwds, _) in STEP_COST.items():
+        if name in ("fo_sgd", "fo_adam", "forward_grad"):  # FO: forward + backward ~ 3; Forward-Grad needs a model
+            continue
+        opt = _build_optimizer(name, named)
+        own = getattr(opt, "estimator", None)
+        own = own if own is not None and hasattr(own, "forward_passes_per_step") else opt
+        count = own.forward_passes_per_step() if callable(own.forward_passes_per_step) else own.forward_passes_per_step
+        assert fwds == count + (2 if name == "zo_sgd_cons" else 0), name

@@ -39,8 +39,10 @@ FWD_DTYPE = {"fp32": 1.0, "bf16": 0.35, "fp16": 0.9}
 # forward-pass equivalents and parameter sweeps per step, per optimizer (zo_sgd: 2 forwards, perturb
 # +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
 STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_adam": (2, 5),
-             "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (4, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0),
+             "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (3, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0),
              "hizoo": (3, 5), "lozo": (2, 0.4), "lozo_m": (2, 0.4),
+             # bszo: one-sided, k = 2: the base loss and 2 probes (m = 3 observations, the third reused), each
+             # direction drawn to perturb and to restore, then 2 for the update (its runs log 3 forwards a step)
              # fzoo: N + 1 = 9 forwards, 3N − 1 = 23 Rademacher draws (~1/3 of a Gaussian pass each); sparse_mezo: zo_sgd's
              # + one mask pass; mezo_svrg: a minibatch step (2 probes at θ, 2 at θ̄, 9 draws); its anchor steps, every
              # q-th, cost 2·num_train/batch forwards, which this per-step table cannot hold
