@@ -360,13 +360,22 @@ def add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, ki
 def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) -> list[dict]:
     """Nanoseconds per element, one thread, of the fused passes ``add_`` makes (Gaussian and Rademacher) beside
     the axpy they replace (``part.add_(z, alpha=scale)`` with z already drawn: the memory floor of a ZO pass), on a
-    float32 tensor of ``n`` elements (in cache when small). Best of ``repeats``; one row per instruction set."""
+    float32 tensor of ``n`` elements (in cache when small), and the Gaussian pass's two parts alone per Gaussian
+    element: Philox's rounds and the Box–Muller transform (the library's test hooks; each ctypes call adds ~1 µs).
+    Best of ``repeats``; one row per instruction set."""
     import time
 
     lib = library()
     if lib is None:
         raise RuntimeError(f"no compiled Philox library: {why()}")
     part, z = torch.zeros(n), torch.randn(n)
+    nb, words = max(n // 4, 1), max(n // 2, 1)  # Philox blocks and Box–Muller words behind n Gaussian elements
+    counters = torch.arange(nb, dtype=torch.int64).to(torch.int32), torch.zeros(nb, dtype=torch.int32)
+    outs = [torch.empty(nb, dtype=torch.int32) for _ in range(4)]
+    x = torch.randint(-2**31, 2**31 - 1, (words,), dtype=torch.int32)
+    factors = [torch.empty(words) for _ in range(3)]
+    philox_args = (counters[0].data_ptr(), counters[1].data_ptr(), nb, 0, 0, 1, 2, *[o.data_ptr() for o in outs])
+    transform_args = (x.data_ptr(), words, *[f.data_ptr() for f in factors])
     before, threads = isa(), torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -386,6 +395,10 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
             row = {"isa": ISAS[isa()], "n": n, "axpy_ns_per_element": axpy}
             for kind in ("gaussian", "rademacher"):
                 row[f"{kind}_ns_per_element"] = best(lambda k=kind: _call(lib, part, 1, 0, 0, 0, 1e-3, k, 1))
+            # the Gaussian pass's two parts, per Gaussian element, through the test hooks: Philox's rounds (a
+            # quarter of a block an element) and the Box–Muller transform (half a radius, half a sin/cos pair)
+            row["philox_rounds_ns_per_element"] = best(lambda: lib.zb_philox_blocks(*philox_args))
+            row["box_muller_ns_per_element"] = best(lambda: lib.zb_philox_transform(*transform_args))
             rows.append(row)
     finally:
         isa(before)
@@ -415,7 +428,9 @@ def main(argv=None) -> None:
             for r in throughput(n):
                 print(f"  n={n:>9}  {r['isa']:8s}  gaussian {r['gaussian_ns_per_element']:6.3f}  "
                       f"rademacher {r['rademacher_ns_per_element']:6.3f}  axpy {r['axpy_ns_per_element']:6.3f}  "
-                      f"(gaussian / axpy {r['gaussian_ns_per_element'] / r['axpy_ns_per_element']:4.1f}x)")
+                      f"(gaussian / axpy {r['gaussian_ns_per_element'] / r['axpy_ns_per_element']:4.1f}x; "
+                      f"its parts: philox rounds {r['philox_rounds_ns_per_element']:6.3f}, "
+                      f"box-muller {r['box_muller_ns_per_element']:6.3f})")
 
 
 if __name__ == "__main__":
