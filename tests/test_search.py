@@ -116,17 +116,17 @@ def test_cut_blocks_are_named_with_a_reason_left_out_of_the_study_and_still_runn
     from zobench.aggregate.reproduce import cut_blocks, main
 
     cut = cut_blocks("cpu")
-    assert "cpu/zobench_sst2/zo_sgd_cons_prefix" in cut and all(cut.values())  # every cut says why
+    assert "cpu/zobench_sst2/fo_adam_prefix" in cut and all(cut.values())  # every cut says why
     assert set(cut) <= set(block_names("cpu"))  # a cut names a block that exists
     main(["--scale", "cpu", "--dry-run", "--only", "zobench_sst2"])
     plan = capsys.readouterr().out
-    assert "cut to fit" in plan and "zo_sgd_cons_prefix: ~34 min" in plan
+    assert "cut to fit" in plan and "fo_adam_prefix: ~11 min" in plan
     planned = [line.split()[0] for line in plan.splitlines() if line.startswith("  cpu/") and "cells" in line]
-    assert "cpu/zobench_sst2/zo_sgd_prefix" in planned and "cpu/zobench_sst2/zo_sgd_cons_prefix" not in planned
-    main(["--scale", "cpu", "--dry-run", "--only", "zobench_sst2/zo_sgd_cons_prefix"])
+    assert "cpu/zobench_sst2/zo_sgd_prefix" in planned and "cpu/zobench_sst2/fo_adam_prefix" not in planned
+    main(["--scale", "cpu", "--dry-run", "--only", "zobench_sst2/fo_adam_prefix"])
     planned = [line.split()[0] for line in capsys.readouterr().out.splitlines()
                if line.startswith("  cpu/") and "cells" in line]
-    assert planned == ["cpu/zobench_sst2/zo_sgd_cons_prefix"]
+    assert planned == ["cpu/zobench_sst2/fo_adam_prefix"]
 
 
 def test_every_searched_key_a_block_reads_from_another_block_passes_the_sweep_precheck(tmp_path):
