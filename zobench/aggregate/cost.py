@@ -20,7 +20,9 @@ import math
 # sets each finished cell's wall time beside its estimate, and scales what is left by the pace measured.
 FWD_OVERHEAD_S = 0.08          # one forward call, whatever its size
 FWD_S_PER_TOKEN = 0.0031       # per token of a padded batch (8 x 16 tokens: 0.50 s; 8 x 384: 9.7 s)
-ZO_SWEEP_FULL_S = 1.03         # one seeded pass of N(0, 1) over all 135M parameters (3 per ZO-SGD step)
+ZO_SWEEP_FULL_S = 1.47         # one seeded pass of N(0, 1) over all 135M parameters (3 per ZO-SGD step): the
+                               # study's ZO-SGD full cell logs 2,765 ms of update for 3 passes on 2 threads (was 1.03,
+                               # timed on one thread: torch's generator gains little from the second)
 FO_UPDATE_FULL_S = 4.0         # backward bookkeeping + AdamW/SGD update of 135M parameters
 THREAD_SPEEDUP = 1.6           # 2 threads against 1
 JOB_OVERHEAD_S = 4.0           # per cell in a multirun: load weights, sample data
@@ -46,7 +48,9 @@ STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_
              # fzoo: N + 1 = 9 forwards, 3N − 1 = 23 Rademacher draws (~1/3 of a Gaussian pass each); sparse_mezo: zo_sgd's
              # + one mask pass; mezo_svrg: a minibatch step (2 probes at θ, 2 at θ̄, 9 draws); its anchor steps, every
              # q-th, cost 2·num_train/batch forwards, which this per-step table cannot hold
-             "fzoo": (9, 8), "sparse_mezo": (2, 4), "mezo_svrg": (4, 9)}
+             "fzoo": (9, 8), "sparse_mezo": (2, 4), "mezo_svrg": (4, 9),
+             # zo_sgd_sparse: zo_sgd's + its magnitude mask (the study's full cell: 5,095 ms of update against 2,765)
+             "zo_sgd_sparse": (2, 5.5)}
 
 # -- GPU: seconds per training step from MeZO Table 23 (MultiRC, A100-80GB), batch in brackets,
 # and the GPUs it took. conf/published/mezo2023_memory_time.csv holds the same numbers with sources.
