@@ -56,7 +56,7 @@ import pandas as pd
 from zobench import ROOT
 from zobench.aggregate.claims import (CELL_KEYS, CLAIMS_DIR, DEFAULT_MATCH, EFFECT_KEYS, KINDS, OPS,  # noqa: F401
                                       SOURCE_KEYS, TOP_KEYS, Claim, load_claim, load_claims)
-from zobench.aggregate.findings_effect import (Finding, _replicated, _scale, _statistic,  # noqa: F401
+from zobench.aggregate.findings_effect import (Finding, _replicated, _scale, _span, _statistic,  # noqa: F401
                                                _value_column, expectation_text, verdict)
 from zobench.aggregate.findings_intervals import (BOOT_SEED, LEVEL, N_BOOT, _example_level,  # noqa: F401
                                                   _pred_file, _slope_ratio, _step_level, unmoved)
@@ -146,11 +146,6 @@ def _replicates(name: str, rows: pd.DataFrame, unit: dict, notes: list[str]) -> 
     if dup.any():
         notes.append(f"cell {name}: several runs of one configuration and seed for {unit}; the first is used")
     return rows[~dup]
-
-
-def _span(counts: list[int]) -> str:
-    lo, hi = min(counts), max(counts)
-    return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
 def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Finding:

@@ -87,3 +87,9 @@ def expectation_text(claim: Claim, unit: str) -> str:
 
 def _replicated(found: Finding) -> bool:
     return any(n != "1" for n in found.replicates.values())
+
+
+def _span(counts: list[int]) -> str:
+    """``3`` or ``2–3``: the range of a list of counts."""
+    lo, hi = min(counts), max(counts)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"

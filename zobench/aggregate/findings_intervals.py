@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from zobench.aggregate.claims import Claim
-from zobench.aggregate.findings_effect import Finding, _replicated, _value_column
+from zobench.aggregate.findings_effect import Finding, _replicated, _span, _value_column
 from zobench.aggregate.steps import step_values
 from zobench.stats import metric_value, paired_bootstrap
 
@@ -234,12 +234,7 @@ def _step_level(claim: Claim, values, units, runs_dir: Path, stat, found: Findin
     alpha = (1 - LEVEL) / 2
     found.lo, found.hi = (float(np.quantile(boots, q)) for q in (alpha, 1 - alpha))
     counts = [len(a) for arrays in steps.values() for a in arrays]
-    found.method = (f"bootstrap over the training steps of each run (median of {_counts(counts)} steps per run, "
+    found.method = (f"bootstrap over the training steps of each run (median of {_span(counts)} steps per run, "
                     f"warm-up dropped, resampled per run), {len(units)} unit(s) averaged: the interval holds "
                     "these runs' step-to-step noise, not differences between machines or their load")
     return True
-
-
-def _counts(counts: list[int]) -> str:
-    lo, hi = min(counts), max(counts)
-    return f"{lo}" if lo == hi else f"{lo}–{hi}"
