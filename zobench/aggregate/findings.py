@@ -212,17 +212,9 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
     per_unit = [stat({c: float(np.mean([v for _, v, _ in values[c][u]])) for c in values}) for u in units]
     seeds = seed_interval(per_unit, LEVEL)
     head = next(iter(columns.values()))
-    if claim.effect.get("resample") == "steps":
-        by_steps = _step_level(claim, values, units, runs_dir, stat, found)
-        if by_steps and seeds["lo"] is not None:
-            found.seeds = seeds
-        elif not by_steps:
-            found.effect, found.lo, found.hi = seeds["mean"], seeds["lo"], seeds["hi"]
-            found.method = f"Student-t interval over {len(units)} unit(s) ({', '.join(match)})"
-            if seeds["lo"] is None:
-                found.reason = "one unit: no interval (run more seeds)"
-                found.lo = found.hi = math.nan
-    elif not _example_level(claim, values, units, runs_dir, stat, found):
+    by_steps = claim.effect.get("resample") == "steps"
+    resampled = (_step_level if by_steps else _example_level)(claim, values, units, runs_dir, stat, found)
+    if not resampled:
         found.effect, found.lo, found.hi = seeds["mean"], seeds["lo"], seeds["hi"]
         found.method = (f"Student-t interval over {len(units)} unit(s) ({', '.join(match)})"
                         + (", replicate runs averaged in each" if _replicated(found) else ""))
@@ -232,7 +224,8 @@ def evaluate_claim(claim: Claim, runs: pd.DataFrame, runs_dir: str | Path) -> Fi
     else:
         if seeds["lo"] is not None:
             found.seeds = seeds
-        found.unmoved = unmoved(values, units, runs_dir, df[df["_from_dirs"].astype(bool)])
+        if not by_steps:
+            found.unmoved = unmoved(values, units, runs_dir, df[df["_from_dirs"].astype(bool)])
         if found.unmoved:
             found.reason = (f"no arm moved: every run predicts what its untuned model predicted on all "
                             f"{found.n_examples} examples, so the budget was too small to compare the arms")

@@ -55,13 +55,14 @@ def notes(table: Table) -> list[str]:
     value_desc = ", ".join(dict.fromkeys(
         f"{c.measure['label']}" + (f" ×{c.measure['scale']:g}" if c.measure["scale"] != 1 else "")
         for c in table.cells.values()))
+    one_run = [c for c in table.cells.values() if c.stats.interval == BOOTSTRAP]
+    one_run_text = (f"; {ONE_SEED} one seed: the run's 95% percentile bootstrap over eval examples (eval-set "
+                    "sampling only, not seed variation)" if one_run else "")
+    if any(c.measure["value"] in PER_STEP for c in one_run):
+        one_run_text += ("; for a step time, of its median over the run's training steps (step-to-step noise "
+                         "only, not the machine's load)")
     out.append(f"Cells: mean over seeds of {value_desc} (95% interval, n = seeds): Student-t over seeds"
-               + (f"; {ONE_SEED} one seed: the run's 95% percentile bootstrap over eval examples (eval-set "
-                  "sampling only, not seed variation)" + ("; for a step time, of its median over the run's training "
-                                                          "steps (step-to-step noise only, not the machine's load)"
-                                                          if any(c.stats.interval == BOOTSTRAP and c.measure["value"]
-                                                                 in PER_STEP for c in table.cells.values()) else "")
-                  if any(c.stats.interval == BOOTSTRAP for c in table.cells.values()) else "")
+               + one_run_text
                + ("; [published; Δ = measured − published]" if lay.published else "") + ".")
     comparisons = [c.comparison for c in table.cells.values() if c.comparison is not None and c.stats.n]
     line = legend(comparisons, table.compare)
