@@ -663,3 +663,28 @@ def test_cost_model_counts_each_optimizers_own_forward_passes():
         own = own if own is not None and hasattr(own, "forward_passes_per_step") else opt
         count = own.forward_passes_per_step() if callable(own.forward_passes_per_step) else own.forward_passes_per_step
         assert fwds == count + (2 if name == "zo_sgd_cons" else 0), name
+
+
+def test_the_plan_checks_its_estimate_on_cells_that_ran_alone(tmp_path, capsys):
+    """The +-30% check of the CPU plan reads only runs whose recorded 1-min load stayed within the core count
+    (+0.5): a cell that shared the cores with a test suite measures the contention, not the cost model."""
+    from zobench.aggregate.reproduce import Block, measure_done, print_plan, ran_alone
+
+    alone = {"cpu_count": 2, "load_average_1m_start": 1.9, "load_average_1m_end": 2.4}
+    assert ran_alone(alone)
+    assert not ran_alone({**alone, "load_average_1m_end": 4.1})  # a test suite beside it
+    assert not ran_alone({"wall_time_s": 60.0})  # from before the load was recorded: unknown, not alone
+    job = {"optimizer": "zo_sgd", "seed": 0}
+    block = Block("cpu/zobench_sst2/zo_sgd_prefix", [job, {**job, "seed": 1}, {**job, "seed": 2}], seconds=300.0,
+                  estimates=[("main", job, 100.0), ("main", {**job, "seed": 1}, 100.0), ("main", {**job, "seed": 2}, 100.0)])
+    for seed, wall, loads in ((0, 110.0, alone), (1, 300.0, {**alone, "load_average_1m_end": 4.1}), (2, 60.0, alone)):
+        run = tmp_path / "zobench_sst2" / "zo_sgd_prefix" / f"seed={seed}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"status": "completed", "optimizer": "zo_sgd", "seed": seed,
+                                                      "wall_time_s": wall, **loads}))
+    measure_done([block], tmp_path)
+    assert block.done["main"] == (3, 470.0, 300.0) and sorted(block.alone) == [(60.0, 100.0), (110.0, 100.0)]
+    print_plan([block], "cpu")
+    line = next(l for l in capsys.readouterr().out.splitlines() if "ran alone" in l)
+    assert "2, measured 2.8 min against an estimate of 3.3 min (x0.85)" in line
+    assert "per cell x0.60-x1.10, 1 of 2 within +-30%" in line

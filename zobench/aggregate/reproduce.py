@@ -52,6 +52,7 @@ class Block:
     protocol: str = ""             # loss, metric, max length, selection rule, variant (printed by the plan)
     estimates: list = field(default_factory=list)  # (kind: main | search, job, estimated seconds) per cell
     done: dict = field(default_factory=dict)  # kind -> (cells finished, measured wall seconds, their estimate)
+    alone: list = field(default_factory=list)  # (measured wall seconds, estimate) of finished cells that ran alone
 
     @property
     def layout(self) -> str:
@@ -225,8 +226,20 @@ def measure_done(blocks: list[Block], runs_dir: Path) -> None:
                 seconds = _job_of(summary, b.estimates, kind)
                 if summary.get("status") in ("completed", "diverged", "failed") and summary.get("wall_time_s") and seconds:
                     n, wall, est = n + 1, wall + float(summary["wall_time_s"]), est + seconds
+                    if ran_alone(summary):
+                        b.alone.append((float(summary["wall_time_s"]), seconds))
             if n:
                 b.done[kind] = (n, wall, est)
+
+
+def ran_alone(summary: dict) -> bool:
+    """Whether a run had the machine to itself: its summary records the 1-minute load average at start and end
+    (zobench/run.py), and neither exceeds the core count by more than half a process. A run's own threads load
+    the machine up to its core count, and the run before it in a sweep leaves ~that much at its start; a test
+    suite or a benchmark beside it adds ~2 more. Runs from before the load was recorded are not counted."""
+    cores = summary.get("cpu_count")
+    loads = summary.get("load_average_1m_start"), summary.get("load_average_1m_end")
+    return bool(cores) and all(v is not None for v in loads) and max(loads) <= cores + 0.5
 
 
 def _remaining(b: Block) -> float:
@@ -265,6 +278,14 @@ def print_plan(blocks: list[Block], scale: str) -> float:
         print(f"  finished so far: {n_done} cells in {_hms(wall)}, against an estimate of {_hms(est)} for them "
               f"(x{wall / est:.2f}); left: ~{_hms(sum(_remaining(b) for b in blocks))} on idle cores, "
               f"~{_hms(sum(_remaining(b) for b in blocks) * wall / est)} at the pace measured so far")
+    alone = [cell for b in blocks for cell in b.alone]
+    if scale == "cpu" and alone:
+        ratios = sorted(wall / est for wall, est in alone)
+        within = sum(0.7 <= r <= 1.3 for r in ratios)
+        print(f"  cells that ran alone (recorded 1-min load <= cores + 0.5 at start and end; older runs record none): "
+              f"{len(alone)}, measured {_hms(sum(w for w, _ in alone))} against an estimate of "
+              f"{_hms(sum(e for _, e in alone))} (x{sum(w for w, _ in alone) / sum(e for _, e in alone):.2f}); "
+              f"per cell x{ratios[0]:.2f}-x{ratios[-1]:.2f}, {within} of {len(ratios)} within +-30%")
     if scale == "cpu":
         print(f"  estimated total: ~{_hms(total)} on 2 idle CPU cores (cost model in zobench/aggregate/cost.py; other jobs on the machine make it longer)")
     else:
