@@ -130,3 +130,36 @@ def test_same_optimizer_same_colour_across_figures(grid, monkeypatch):
     assert colours["ZO-SGD / LoRA"] == colours["ZO-SGD / prefix"] == {"#0072B2"}
     assert colours["FO-Adam / LoRA"] == {"#000000"}
     assert plot_accuracy_vs_memory(runs, grid / "fig") and plot_accuracy_vs_compute(runs, grid / "fig")
+
+
+def test_a_precision_study_beside_fp32_cells_gets_a_figure_per_dtype_and_the_loss_a_log_axis(grid, monkeypatch):
+    """Runs of one model and task in several dtypes are not seeds or grid points of one cell: dev selection
+    would pick a dtype, and a legend would not say which. Each dtype gets its own figures, the dtype in the
+    title and the file name; the zero-shot line is drawn only in its own dtype. A diverged run (loss 10^4, as
+    Forward-Grad full's) would flatten every other loss curve on a linear axis: the loss axis is log."""
+    import matplotlib.figure
+
+    seen = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, path, *args, **kwargs):
+        seen[Path(path).name] = ([t.get_text() for t in fig.findobj(matplotlib.text.Text)], fig.get_axes())
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    for seed in range(2):
+        _run(grid, f"zo_sgd-prefix-fp32-{seed}", optimizer="zo_sgd", tuning="prefix", seed=seed, dtype="fp32",
+             test_score=0.9, test_f1=0.9, best_dev_score=0.9)
+    _run(grid, "zero-shot-fp32", metrics=False, optimizer="zo_sgd", tuning="full", seed=0, dtype="fp32",
+         steps_budget=0, steps=0, test_score=0.3, test_f1=0.3)
+    runs = load_runs(grid)
+    names = {p.name for p in plot_convergence(runs, grid, grid / "fig") + plot_accuracy_vs_memory(runs, grid / "fig")}
+    assert names == {f"{kind}_tiny-opt_multirc_{dtype}.{ext}" for kind in ("convergence", "accuracy-vs-memory")
+                     for dtype in ("bf16", "fp32") for ext in ("png", "pdf")}
+    texts, axes = seen["convergence_tiny-opt_multirc_fp32.png"]
+    title = next(t for t in texts if t.startswith("Convergence"))
+    assert "fp32" in title and "bf16" not in title
+    assert "FO-Adam / LoRA" not in " ".join(texts)  # the bf16 cells stay in their own figure
+    assert axes[0].get_yscale() == "log" and axes[-1].get_yscale() == "linear"  # loss row log, dev row linear
+    assert any("zero-shot" in t for t in seen["accuracy-vs-memory_tiny-opt_multirc_fp32.png"][0])
+    assert not any("zero-shot" in t for t in seen["accuracy-vs-memory_tiny-opt_multirc_bf16.png"][0])

@@ -112,11 +112,25 @@ def _cells(runs: pd.DataFrame):
     done = runs[runs["status"].eq(STATUS_OK)] if "status" in runs else runs
     if "steps_budget" in done:
         done = done[pd.to_numeric(done["steps_budget"], errors="coerce").fillna(0) > 0]
-    for panel, group in done.groupby([c for c in PANEL if c in done.columns], sort=True):
+    for panel, group in _panels(done):
         cells = {}
         for cell, cell_runs in group.groupby([c for c in CELL if c in group.columns], sort=True):
             cells[_cell_key(cell)] = select_by_dev(cell_runs).runs
-        yield (panel if isinstance(panel, tuple) else (panel,)), cells, group
+        yield panel, cells, group
+
+
+def _panels(done: pd.DataFrame):
+    """(panel, its runs): one per model and task, and per dtype where that model and task's runs differ in it
+    (a precision study beside fp32 cells): curves in different dtypes are not one cell's seeds or grid points,
+    and dev selection must not choose between them. The dtype, when split, ends the panel (and the file name)."""
+    for panel, group in done.groupby([c for c in PANEL if c in done.columns], sort=True):
+        panel = panel if isinstance(panel, tuple) else (panel,)
+        dtypes = _values(group, "dtype")
+        if len(dtypes) > 1:
+            for dtype in dtypes:
+                yield panel + (dtype,), group[group["dtype"].astype(str).eq(dtype)]
+        else:
+            yield panel, group
 
 
 def _cell_key(cell) -> tuple:
@@ -182,9 +196,15 @@ def _legend(fig, axes, ncols: int | None = None) -> None:
                 handles[lab] = h
                 labels.append(lab)
     if labels:
-        width = fig.get_figwidth()
-        ncols = ncols or max(1, min(len(labels), int(width // 1.6)))
+        ncols = ncols or _legend_columns(fig.get_figwidth(), labels)
         fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center", ncols=ncols)
+
+
+def _legend_columns(width_in: float, labels: list[str]) -> int:
+    """Columns that fit ``width_in``: each takes a handle (~0.5 in) and its longest label (~0.055 in a character
+    at the legend's font size)."""
+    longest = max((len(lab) for lab in labels), default=1)
+    return max(1, min(len(labels), int(width_in // (0.5 + 0.055 * longest))))
 
 
 def _integer_ticks(ax) -> None:
@@ -244,16 +264,22 @@ def plot_convergence(runs: pd.DataFrame, root: str | Path, out_dir: str | Path,
         window = max(1, round(longest / LOSS_POINTS))
         with plt.rc_context(style.rc()):
             width = style.COLUMN_IN if len(x_axes) == 1 else style.TEXT_IN
-            fig, axes = plt.subplots(2, len(x_axes), figsize=(width, 4.0), squeeze=False, sharex="col", sharey="row")
+            labels = {key: f"{style.cell_label(*key)} (n={n})" for key, (_, n) in curves.items()}
+            legend_rows = -(-len(labels) // _legend_columns(width, list(labels.values())))
+            # the axes keep ~3.2 in whatever the legend below them takes (~0.16 in a row)
+            fig, axes = plt.subplots(2, len(x_axes), figsize=(width, 3.2 + 0.16 * legend_rows), squeeze=False,
+                                     sharex="col", sharey="row")
             for key, (metrics, n) in curves.items():
-                label = f"{style.cell_label(*key)} (n={n})"
+                label = labels[key]
                 for col, x in enumerate(x_axes):
                     loss = _seed_band([_smooth(t, window) for t, _ in metrics], x, "loss")
                     dev = _seed_band([d.assign(**{dev_col: 100 * d[dev_col]}) if dev_col in d else d
                                       for _, d in metrics], x, dev_col)
                     _draw(axes[0, col], loss, x, key, label, marker=False)
                     _draw(axes[1, col], dev, x, key, label, marker=True)
-            loss_label = "training loss" + (f"\n(running mean, {window} steps)" if window > 1 else "")
+            loss_label = "training loss" + (f"\n(mean of {window} steps)" if window > 1 else "")
+            for ax in axes[0]:
+                ax.set_yscale("log")  # a diverged run's loss (10^3-10^4) would flatten every other curve to 0
             axes[0, 0].set_ylabel(loss_label)
             axes[1, 0].set_ylabel(f"dev {style.metric_name(metric)} (%)")
             for col, x in enumerate(x_axes):
@@ -289,7 +315,7 @@ def _untrained(runs: pd.DataFrame, panel: tuple, value: str) -> list[tuple[str, 
         return []
     done = runs[runs["status"].eq(STATUS_OK)] if "status" in runs else runs
     done = done[pd.to_numeric(done["steps_budget"], errors="coerce").fillna(0).eq(0)]
-    for col, want in zip(PANEL, panel):
+    for col, want in zip(PANEL + ["dtype"], panel):  # the dtype where _panels split by it
         if col in done:
             done = done[done[col].astype(str).eq(str(want))]
     out = []
@@ -365,7 +391,7 @@ def plot_memory_vs_seq_len(runs: pd.DataFrame, out_dir: str | Path) -> list[Path
     if "seq_len" not in runs or "peak_memory_gib" not in runs:
         return paths
     done = runs[runs["status"].eq(STATUS_OK) & runs["seq_len"].notna() & runs["peak_memory_gib"].notna()]
-    for panel, group in done.groupby([c for c in PANEL if c in done.columns], sort=True):
+    for panel, group in _panels(done):
         lines = {}
         for cell, cell_runs in group.groupby([c for c in CELL if c in group.columns], sort=True):
             band = _seed_band([cell_runs], "seq_len", "peak_memory_gib")
@@ -373,7 +399,6 @@ def plot_memory_vs_seq_len(runs: pd.DataFrame, out_dir: str | Path) -> list[Path
                 lines[_cell_key(cell)] = band
         if not lines:
             continue
-        panel = panel if isinstance(panel, tuple) else (panel,)
         with plt.rc_context(style.rc()):
             fig, ax = plt.subplots(figsize=(style.COLUMN_IN, 2.8))
             for key, band in lines.items():
