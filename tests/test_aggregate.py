@@ -688,3 +688,13 @@ def test_the_plan_checks_its_estimate_on_cells_that_ran_alone(tmp_path, capsys):
     line = next(l for l in capsys.readouterr().out.splitlines() if "ran alone" in l)
     assert "2, measured 2.8 min against an estimate of 3.3 min (x0.85)" in line
     assert "per cell x0.60-x1.10, 1 of 2 within +-30%" in line
+
+
+def test_an_optimizer_the_layout_does_not_label_gets_its_figure_name_not_its_id(tmp_path):
+    """memory_time.yaml labels nine optimizers; the precision study's HiZOO and the hybrid ran too and showed as
+    'hizoo' and 'hybrid_zo_fo'. Unlabelled optimizers take zobench.aggregate.style.OPTIMIZER_NAMES."""
+    write_run(tmp_path, "hizoo", optimizer="hizoo", tuning="prefix")
+    write_run(tmp_path, "hybrid", optimizer="hybrid_zo_fo", tuning="lora")
+    (table,) = build_tables(load_layout("memory_time"), load_runs(tmp_path))
+    assert {"HiZOO / prefix", "Hybrid ZO-FO / lora"} <= set(table.row_labels)
+    assert not any(label.startswith(("hizoo", "hybrid_zo_fo")) for label in table.row_labels)

@@ -29,6 +29,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from zobench import CONF_DIR
+from zobench.aggregate import style
 from zobench.aggregate.compare import SAME_RUNS, Comparison, CompareSpec, compare_cells
 from zobench.aggregate.load import STATUS_OK
 from zobench.aggregate.predictions import run_interval
@@ -152,6 +153,8 @@ def expand_axis(axis: dict, df: pd.DataFrame) -> list[Item]:
     if "measures" in axis:
         return [Item(m.get("label", m["value"]), {}, dict(m)) for m in axis["measures"]]
     key, labels = axis["key"], axis.get("labels") or {}
+    if key == "optimizer":  # a value the layout does not label gets the figures' name (hizoo: HiZOO), not its id
+        labels = {**style.OPTIMIZER_NAMES, **labels}
     if "values" in axis:
         values = list(axis["values"])
     else:
