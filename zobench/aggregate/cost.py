@@ -33,6 +33,11 @@ TOKENS = {"sst2": 17, "copa": 14, "winogrande": 23, "multirc": 387}  # mean toke
 PAIRS = {"sst2": 2, "copa": 2, "winogrande": 2, "multirc": 1}
 LAYERS = {"smollm2-135m": 30}  # decoder layers: block-wise ZO probes 2B times a step (B: a block per trained layer)
 VIRTUAL_TOKENS = {"prefix": 5, "prompt": 10}  # positions prefix / prompt tuning add to every training sequence
+# COPA and WinoGrande score their two multi-token candidates in one packed row after one copy of the context
+# (trainer.shared_context, the default): a row holds the context and both candidates, ~1.5 rows of a gold sequence
+# (a candidate is ~half of one), and with k in-context demonstrations the context outweighs them: 1 + 0.5/(k+1).
+# Measured: zero-shot WinoGrande 92 s (modelled 121 with 2 rows, 91 with this), ICL on COPA 99 s (183 / 94).
+SHARED_CONTEXT = {"copa": 0.5, "winogrande": 0.5}  # a candidate's share of a gold sequence's tokens
 EVAL_PAIRS_PER_BATCH = 32
 # a forward's cost in the weights' dtype against fp32: SmolLM2-135M, 16 x 64 tokens, one thread, on this project's
 # CPUs (AVX-512 BF16 and AMX: torch's bf16 matmuls run there ~3x faster than fp32; fp16 has no such kernels). A CPU
@@ -41,7 +46,7 @@ FWD_DTYPE = {"fp32": 1.0, "bf16": 0.35, "fp16": 0.9}
 # forward-pass equivalents and parameter sweeps per step, per optimizer (zo_sgd: 2 forwards, perturb
 # +eps, -2eps, then restore-and-update: 3 sweeps); FO: forward + backward ~ 3 forwards
 STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_adam": (2, 5),
-             "zo_sgd_cons": (4, 7), "forward_grad": (3, 2), "bszo": (3, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0),
+             "zo_sgd_cons": (5, 7), "forward_grad": (3, 2), "bszo": (3, 6), "fo_sgd": (3, 0), "fo_adam": (3, 0),
              "hizoo": (3, 5), "lozo": (2, 0.4), "lozo_m": (2, 0.4),
              # bszo: one-sided, k = 2: the base loss and 2 probes (m = 3 observations, the third reused), each
              # direction drawn to perturb and to restore, then 2 for the update (its runs log 3 forwards a step)
@@ -50,7 +55,12 @@ STEP_COST = {"zo_sgd": (2, 3), "zo_sgd_sign": (2, 3), "zo_sgd_mmt": (2, 4), "zo_
              # q-th, cost 2·num_train/batch forwards, which this per-step table cannot hold
              "fzoo": (9, 8), "sparse_mezo": (2, 4), "mezo_svrg": (4, 9),
              # zo_sgd_sparse: zo_sgd's + its magnitude mask (the study's full cell: 5,095 ms of update against 2,765)
-             "zo_sgd_sparse": (2, 5.5)}
+             "zo_sgd_sparse": (2, 5.5),
+             # zo_sgd_cons: the 2 probes, L(θ) and the two candidates θ ∓ lr·δ (its runs log 5 forwards a step);
+             # hybrid_zo_fo: 2 ZO probes of the shallow half + a forward and a backward (~2 forwards) for the deep
+             # half: 5, as its FP-equivalents (zobench/compute.py); without an entry it was priced as ZO-SGD and
+             # its cells ran at x1.62-1.66 of the plan
+             "hybrid_zo_fo": (5, 3)}
 
 # -- GPU: seconds per training step from MeZO Table 23 (MultiRC, A100-80GB), batch in brackets,
 # and the GPUs it took. conf/published/mezo2023_memory_time.csv holds the same numbers with sources.
@@ -77,6 +87,8 @@ def cpu_seconds(s: dict) -> float:
         step = fwds * fwd + sweeps * (ZO_SWEEP_FULL_S if full else 0.02)
     pair = _fwd_s(EVAL_PAIRS_PER_BATCH * tokens, dtype) / EVAL_PAIRS_PER_BATCH
     pairs = PAIRS.get(s["task"], 2)
+    if s["task"] in SHARED_CONTEXT and s.get("shared_context", True):
+        pairs = 1 + (pairs - 1) * SHARED_CONTEXT[s["task"]] / (1 + s.get("demonstrations", 0))
     steps = s["steps"] if s["tuning"] != "icl" else 0
     dev_evals = math.ceil(steps / s["eval_every"]) if steps else 0
     evals = s["num_eval"] * ((s["zero_shot"] and steps > 0) + s.get("test", True))

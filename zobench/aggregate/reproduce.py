@@ -151,7 +151,7 @@ def _job_settings(name: str, job: dict, cache: dict, extra: tuple[str, ...] = ()
                             zero_shot=bool(t.zero_shot), test=bool(t.get("test", True)), max_length=int(t.max_length),
                             num_dev=int(d.num_dev), num_eval=int(d.num_eval), dtype=cfg.dtype,
                             demonstrations=int(cfg.tuning.get("num_demonstrations") or 0),
-                            protocol=_protocol(cfg))
+                            shared_context=bool(t.get("shared_context", True)), protocol=_protocol(cfg))
     return cache[shape]
 
 
