@@ -243,6 +243,11 @@ def ran_alone(summary: dict) -> bool:
 
 
 def _remaining(b: Block) -> float:
+    """The estimate of what is left of ``b``: nothing once each kind of its cells is done (the block's process
+    start-up, in its estimate, is then spent), else its estimate less that of its finished cells."""
+    planned = {kind: sum(1 for k, _, _ in b.estimates if k == kind) for kind, _, _ in b.estimates}
+    if all(b.done.get(kind, (0,))[0] >= n for kind, n in planned.items()):
+        return 0.0
     return max(b.seconds - sum(est for _, _, est in b.done.values()), 0.0)
 
 
