@@ -518,7 +518,7 @@ def test_named_reference_row_with_mcnemar(tmp_path):
                                "columns": [{"key": "task"}], "compare": {"reference": "zo_sgd", "test": "mcnemar"}}, "t")
     (table,) = build_tables(layout, load_runs(tmp_path))
     assert _cell(table, "ZO-SGD", "sst2").comparison is None  # the reference itself
-    fo_cmp, sign_cmp = _cell(table, "fo_adam", "sst2").comparison, _cell(table, "zo_sgd_sign", "sst2").comparison
+    fo_cmp, sign_cmp = _cell(table, "FO-Adam", "sst2").comparison, _cell(table, "ZO-SGD-Sign", "sst2").comparison
     assert fo_cmp.test == "McNemar" and fo_cmp.p_value == mcnemar(gold, fo, zo)["p_value"] and fo_cmp.significant
     assert not sign_cmp.significant and sign_cmp.reference == "ZO-SGD"
     assert "† differs from ZO-SGD at 95%: two-sided exact McNemar test" in to_markdown(table)
@@ -550,7 +550,7 @@ def test_multirc_questions_are_the_resampling_clusters(tmp_path):
     write_predictions(run, gold, pred, groups=groups)
     layout = Layout.from_dict({"title": "T", "rows": [{"key": "optimizer"}], "columns": [{"key": "task"}]}, "t")
     (table,) = build_tables(layout, load_runs(tmp_path))
-    s = _cell(table, "zo_sgd", "multirc").stats
+    s = _cell(table, "ZO-SGD", "multirc").stats
     assert (s.lo, s.hi) == bootstrap_ci(gold, pred, "f1", groups=groups)
 
 
