@@ -163,3 +163,16 @@ def test_a_precision_study_beside_fp32_cells_gets_a_figure_per_dtype_and_the_los
     assert axes[0].get_yscale() == "log" and axes[-1].get_yscale() == "linear"  # loss row log, dev row linear
     assert any("zero-shot" in t for t in seen["accuracy-vs-memory_tiny-opt_multirc_fp32.png"][0])
     assert not any("zero-shot" in t for t in seen["accuracy-vs-memory_tiny-opt_multirc_bf16.png"][0])
+
+
+def test_a_long_legend_grows_the_figure_instead_of_collapsing_its_axes(tmp_path):
+    """The CPU study's accuracy-vs-memory figure has ~20 cells in a one-column legend: in a fixed 3-inch figure
+    constrained layout collapsed the axes to nothing and drew the legend over them (with a UserWarning)."""
+    import warnings
+
+    for i, opt in enumerate(list(style.OPTIMIZER_NAMES)[:20]):
+        _run(tmp_path, f"{opt}", optimizer=opt, tuning="prefix", seed=0, peak_memory_bytes=(1 + i / 10) * 2**30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "constrained_layout not applied because axes sizes collapsed to zero"
+        paths = plot_accuracy_vs_memory(load_runs(tmp_path), tmp_path / "fig")
+    assert paths

@@ -353,16 +353,18 @@ def _score_against(runs: pd.DataFrame, out_dir, x_col: str, what: str, stem: str
                 points.append((key, xs, p))
         if not points:
             continue
+        untrained = _untrained(runs, panel, value)
+        labels = [f"{style.cell_label(*key)} ({note})" for key, _, (_, _, _, note) in points]
         with plt.rc_context(style.rc()):
-            fig, ax = plt.subplots(figsize=(style.COLUMN_IN, 3.0))
+            # the axes keep ~3 in whatever the one-column legend below them takes (~0.16 in a row)
+            fig, ax = plt.subplots(figsize=(style.COLUMN_IN, 2.4 + 0.16 * (len(labels) + len(untrained))))
             dodge = _dodge([float(xs.mean()) for _, xs, _ in points])
-            for (key, xs, (mean, lo, hi, note)), dx in zip(points, dodge):
+            for (key, xs, (mean, lo, hi, note)), dx, label in zip(points, dodge, labels):
                 kw = style.cell_style(*key)
                 xerr = [[xs.mean() - xs.min()], [xs.max() - xs.mean()]] if len(xs) > 1 else None
                 ax.errorbar([xs.mean() + dx], [mean], yerr=[[mean - lo], [hi - mean]], xerr=xerr, fmt=kw["marker"],
-                            color=kw["color"], ms=5, capsize=2, elinewidth=0.8,
-                            label=f"{style.cell_label(*key)} ({note})")
-            for name, score in _untrained(runs, panel, value):
+                            color=kw["color"], ms=5, capsize=2, elinewidth=0.8, label=label)
+            for name, score in untrained:
                 ax.axhline(score, color=style.optimizer_color(None), lw=0.9, ls=(0, (4, 2)), label=name)
             ax.set(xlabel=xlabel(group) if callable(xlabel) else xlabel, ylabel=_score_label("test", group, value))
             ax.margins(x=0.15, y=0.15)
