@@ -20,7 +20,14 @@ def test_bench_measures_every_phase_and_ratio(tmp_path, caplog):
                 "fo_adam_peak_over_inference_peak", "batched_over_per_candidate_eval_throughput",
                 "zo_step_rademacher_over_two_forwards", "zo_step_gaussian_over_its_own_forwards"):
         assert res["ratios"][key] > 0, key
+    # the direction passes against their floors, and the step ratios over paired rounds with intervals
+    for name in ("inplace_add", "axpy", "gaussian", "philox:gaussian"):
+        assert res["passes"][name]["time_ms"] > 0, name
+    assert res["ratios"]["three_passes_philox:gaussian_over_two_forwards"] > 0
+    iv = res["ratio_intervals"]["zo_step_philox:gaussian_over_two_forwards"]
+    assert iv["n"] == 2 and iv["lo"] <= iv["ratio"] <= iv["hi"]
     report = out.with_suffix(".md").read_text()
+    assert "| philox:gaussian |" in report and "paired rounds" in report
     assert "| zo_peak_over_inference_peak |" in report and "≤ 1.05" in report
     # the step contains its two forwards: it cannot take less time than they do
     assert res["zo_sgd_gaussian"]["time_ms"] >= res["zo_sgd_gaussian"]["forward_ms_in_step"]

@@ -7,13 +7,17 @@ On the same model and the same batch (16 examples × 64 tokens by default) it me
                (+ε, −2ε, +ε, update) and out-of-place ``p.data = p.data + ...`` temporaries
   fo_sgd, fo_adam   backprop steps (torch.optim)
   eval         batched candidate scoring vs one forward per (example, candidate) with full logits
+  passes       one in-place direction pass per stream against the floors θ += c and an axpy of a drawn z
+               (zobench/bench_passes.py): how close the generator gets to memory speed
   shared_context   multi-token candidates (COPA- and WinoGrande-shaped batches, MeZO templates): scoring
                that packs an example's candidates after one copy of their shared context vs one sequence
                per candidate (``trainer.shared_context`` true / false), for evaluation and for the
                classification loss of a training batch; same scores (max |Δ mean log-prob|) and padded tokens
 and prints the ratios: ZO step / two forwards, ZO peak / inference peak, MeZO-ref step / ZO step,
 FO-Adam peak / inference peak, batched / per-candidate evaluation throughput, shared / per-candidate
-speed on multi-token batches. ``--only shared_context`` runs that phase alone.
+speed on multi-token batches, each pass against the floors. The ZO step ratios also come as geometric means
+of the paired rounds' ratios with a 95% interval, and a target is met only when the whole interval meets it.
+``--only shared_context`` runs that phase alone.
 
 Memory: CUDA allocator peaks; on CPU the resident-set high-water mark, reset per phase, with
 freed memory returned to the OS between phases (gc + malloc_trim) so that one phase's freed
@@ -32,6 +36,7 @@ from pathlib import Path
 import torch
 
 from zobench import ROOT
+from zobench.bench_passes import FLOORS, direction_passes, paired_ratio, verdict
 from zobench.measure import PeakMemory, release_memory, synchronize
 from zobench.tasks.base import Example
 
@@ -348,8 +353,13 @@ def run(args) -> dict:
         res[name]["time_ms"] = statistics.median(times[name])
         res[name]["times_ms"] = times[name]
         if "forward_ms_in_step" in res[name]:
+            res[name]["forward_ms_in_step_ms"] = res[name]["forward_ms_in_step"]  # per round
             res[name]["forward_ms_in_step"] = statistics.median(res[name]["forward_ms_in_step"])
         print(f"  {name:18s} time {res[name]['time_ms']:9.1f} ms", flush=True)
+    res["passes"] = direction_passes([p for _, p in named], args.distributions, device, r)
+    for name in (*FLOORS, *args.distributions):
+        print(f"  pass {name:22s} {res['passes'][name]['time_ms']:8.1f} ms "
+              f"({res['passes'][name]['ns_per_element']:.2f} ns per element)", flush=True)
 
     eval_examples = make_batch(tokenizer, args.eval_examples, args.tokens, seed=1)
     batched_ms = timed(lambda: scorer.predict(eval_examples, batch_size=2 * args.batch_size), device, 1)
@@ -379,7 +389,21 @@ def run(args) -> dict:
         ratios[f"{name}_step_over_zo_sgd_step"] = res[f"opt_{name}"]["time_ms"] / zo["time_ms"]
         ratios[f"{name}_peak_over_zo_sgd_peak"] = res[f"opt_{name}"]["peak_bytes"] / zo["peak_bytes"]
     ratios.update(shared_context_ratios(res["shared_context"]))
+    passes = res["passes"]
+    for dist in args.distributions:  # one pass against the floors; three passes' share of two forwards
+        ratios[f"pass_{dist}_over_inplace_add"] = passes[dist]["over_inplace_add"]
+        ratios[f"pass_{dist}_over_axpy"] = passes[dist]["time_ms"] / passes["axpy"]["time_ms"]
+        ratios[f"three_passes_{dist}_over_two_forwards"] = 3 * passes[dist]["time_ms"] / two_fwd
+    ratios["three_passes_inplace_add_over_two_forwards"] = 3 * passes["inplace_add"]["time_ms"] / two_fwd
     res["ratios"] = ratios
+    # the same step ratios as geometric means over the paired rounds, with 95% intervals (bench_passes)
+    intervals = {}
+    for dist in args.distributions:
+        zo_d = res[f"zo_sgd_{dist}"]
+        key = "zo_step_over_two_forwards" if dist == "gaussian" else f"zo_step_{dist}_over_two_forwards"
+        intervals[key] = paired_ratio(zo_d["times_ms"], res["two_forwards"]["times_ms"])
+        intervals[f"zo_step_{dist}_over_its_own_forwards"] = paired_ratio(zo_d["times_ms"], zo_d["forward_ms_in_step_ms"])
+    res["ratio_intervals"] = intervals
     res["load_average_end"] = os.getloadavg()[0]
     return res
 
@@ -409,6 +433,8 @@ def shared_context_ratios(phase: dict) -> dict:
 TARGETS = {
     "zo_step_over_two_forwards": (1.15, 1.05, "lower"),
     "zo_step_rademacher_over_two_forwards": (1.15, 1.05, "lower"),
+    "zo_step_philox:gaussian_over_two_forwards": (1.15, 1.05, "lower"),
+    "zo_step_philox:rademacher_over_two_forwards": (1.15, 1.05, "lower"),
     "zo_peak_over_inference_peak": (1.05, 1.02, "lower"),
     "zo_peak_rademacher_over_inference_peak": (1.05, 1.02, "lower"),
     "batched_over_per_candidate_eval_throughput": (5.0, 5.0, "higher"),
@@ -447,16 +473,35 @@ def markdown(res: dict) -> str:
                              f"{r['max_abs_mean_logprob_diff']:.1e} | {r['predictions_agree']} |")
         if res["shared_context"].get("off_reason"):
             lines.append(f"\nShared context off for this model: {res['shared_context']['off_reason']}.")
-    lines += ["", "| ratio | measured | target | met |", "|---|---:|---:|:---:|"]
+    if "passes" in res:
+        ps = res["passes"]
+        two_fwd = res["two_forwards"]["time_ms"]
+        lines += ["", f"One in-place pass θ += c·z over all {ps['elements'] / 1e6:.1f}M parameters ({ps['threads']} threads; "
+                  "a ZO-SGD step makes three), against the floors: θ += c (the memory traffic of a fused draw-and-add) "
+                  "and an axpy of a z already drawn:", "",
+                  "| pass | median time (ms) | ns per element | × θ += c | × axpy | 3 passes / two forwards |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name in [k for k in ps if isinstance(ps[k], dict)]:
+            lines.append(f"| {name} | {ps[name]['time_ms']:.1f} | {ps[name]['ns_per_element']:.3f} | "
+                         f"{ps[name]['over_inplace_add']:.2f} | {ps[name]['time_ms'] / ps['axpy']['time_ms']:.2f} | "
+                         f"{3 * ps[name]['time_ms'] / two_fwd:.3f} |")
+    intervals = res.get("ratio_intervals", {})
+    lines += ["", "Ratios of medians; for the ZO steps also the geometric mean of the paired rounds' ratios with its 95% "
+              "interval (Student-t on the logs, n rounds). Met: yes when the whole interval meets the target, no when "
+              "none of it does, unclear when it straddles the target.", "",
+              "| ratio | measured | paired rounds: mean (95% interval), n | target | met |", "|---|---:|---:|---:|:---:|"]
     for key, value in res["ratios"].items():
+        iv = intervals.get(key)
+        shown = "" if iv is None else (f"{iv['ratio']:.3f} ({iv['lo']:.3f}, {iv['hi']:.3f}), {iv['n']}"
+                                       if iv["lo"] is not None else f"{iv['ratio']:.3f}, 1")
         if key in TARGETS:
             cpu_t, gpu_t, better = TARGETS[key]
             target = gpu_t if gpu else cpu_t
-            met = value <= target if better == "lower" else value >= target
+            met = verdict(iv if iv is not None else {"ratio": value, "lo": None, "hi": None}, target, better)
             sign = "≤" if better == "lower" else "≥"
-            lines.append(f"| {key} | {value:.3f} | {sign} {target} | {'yes' if met else 'no'} |")
+            lines.append(f"| {key} | {value:.3f} | {shown} | {sign} {target} | {met} |")
         else:
-            lines.append(f"| {key} | {value:.3f} | | |")
+            lines.append(f"| {key} | {value:.3f} | {shown} | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -467,7 +512,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "smollm2-135m")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7, help="rounds of the timed phases (paired: the ratio intervals have n = this)")
     parser.add_argument("--eval-examples", type=int, default=16)
     parser.add_argument("--tiny", action="store_true", help="a tiny random model (the bench's own test)")
     parser.add_argument("--distributions", nargs="+",
