@@ -1,6 +1,7 @@
-"""The counter-based direction stream (``optimizer.direction_stream=philox``, zobench/optim/philox.py).
+"""The counter-based direction streams (``optimizer.direction_stream=philox`` and ``philox_fast``,
+zobench/optim/philox.py).
 
-Philox4x32-10 against Random123's known answers; the compiled library against the torch implementation bit
+Philox4x32-10 and -7 against Random123's known answers (its tests/kat_vectors); the compiled library against the torch implementation bit
 for bit (every instruction-set level, every dtype, unaligned ranges, counters past 2³², the Box–Muller factors
 on a stride of all 2²⁴ inputs — all of them in the slow test); the same numbers whatever the thread count;
 N(0, 1) moments and a KS test; no correlation between chunks, tensors and step seeds; a ZO-SGD step against a
@@ -25,6 +26,8 @@ from zobench.validate import validate_optimizer
 
 CPU = torch.device("cpu")
 G, R = "philox:gaussian", "philox:rademacher"
+FG, FR = "philox_fast:gaussian", "philox_fast:rademacher"
+VARIANTS = list(philox.VARIANTS)  # philox, philox_fast
 LIB = philox.library()  # built (or found in the cache) once; None where no compiler works
 compiled = pytest.mark.skipif(LIB is None, reason=f"no compiled Philox library: {philox.why()}")
 LEVELS = range(philox.isa(2) + 1) if LIB is not None else range(0)  # every ISA this CPU runs
@@ -48,58 +51,68 @@ def every_isa():
         philox.isa(2)  # the best the CPU has (isa() caps it)
 
 
-# -- Philox4x32-10 ---------------------------------------------------------------------------------------
+# -- Philox4x32-10 (philox) and -7 (philox_fast) -----------------------------------------------------------
 
-KATS = [  # Random123 tests/kat_vectors: philox4x32 10 <ctr[4]> <key[2]> -> <out[4]>
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+KATS = [  # Random123 tests/kat_vectors: philox4x32 <rounds> <ctr[4]> <key[2]> -> <out[4]>
+    (10, (0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    (10, (0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (10, (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
      (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (7, (0, 0, 0, 0), (0, 0), (0x5F6FB709, 0x0D893F64, 0x4F121F81, 0x4F730A48)),
+    (7, (0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x5207DDC2, 0x45165E59, 0x4D8EE751, 0x8C52F662)),
+    (7, (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0x4DFCCABA, 0x190A87F0, 0xC47362BA, 0xB6B5242A)),
 ]
+VARIANT_OF_ROUNDS = {v["rounds"]: name for name, v in philox.VARIANTS.items()}
 
 
-@pytest.mark.parametrize("ctr, key, expected", KATS)
-def test_torch_philox_gives_random123s_known_answers(ctr, key, expected):
-    words = philox.philox4x32_10(*(torch.tensor([c]) for c in ctr), *key)
+@pytest.mark.parametrize("rounds, ctr, key, expected", KATS)
+def test_torch_philox_gives_random123s_known_answers(rounds, ctr, key, expected):
+    words = philox.philox4x32(*(torch.tensor([c]) for c in ctr), *key, rounds)
     assert [int(w) for w in words] == list(expected)
-    assert list(philox.philox4x32_10(*ctr, *key)) == list(expected)  # Python ints: the same code
+    assert list(philox.philox4x32(*ctr, *key, rounds)) == list(expected)  # Python ints: the same code
+    if rounds == 10:
+        assert list(philox.philox4x32_10(*ctr, *key)) == list(expected)
 
 
-def _compiled_blocks(c0, c1, index, tag, key):
+def _compiled_blocks(c0, c1, index, tag, key, variant="philox"):
     c0 = torch.tensor(np.array(c0, dtype=np.uint32).view(np.int32))
     c1 = torch.tensor(np.array(c1, dtype=np.uint32).view(np.int32))
     out = [torch.empty(c0.numel(), dtype=torch.int32) for _ in range(4)]
-    LIB.zb_philox_blocks(c0.data_ptr(), c1.data_ptr(), c0.numel(), index, tag, *key, *(o.data_ptr() for o in out))
+    LIB.zb_philox_blocks(c0.data_ptr(), c1.data_ptr(), c0.numel(), index, tag, *key, *(o.data_ptr() for o in out),
+                         VARIANTS.index(variant))
     return [o.numpy().view(np.uint32).astype(np.int64) for o in out]
 
 
 @compiled
-@pytest.mark.parametrize("ctr, key, expected", KATS)
-def test_compiled_philox_gives_random123s_known_answers_at_every_isa(ctr, key, expected, every_isa):
+@pytest.mark.parametrize("rounds, ctr, key, expected", KATS)
+def test_compiled_philox_gives_random123s_known_answers_at_every_isa(rounds, ctr, key, expected, every_isa):
     for level in every_isa:
         philox.isa(level)
         n = 37  # the SIMD loops (32 and 8 counters at a time) and the scalar tail
-        words = _compiled_blocks([ctr[0]] * n, [ctr[1]] * n, ctr[2], ctr[3], key)
+        words = _compiled_blocks([ctr[0]] * n, [ctr[1]] * n, ctr[2], ctr[3], key, VARIANT_OF_ROUNDS[rounds])
         assert all((w == e).all() for w, e in zip(words, expected)), philox.ISAS[level]
 
 
 @compiled
-def test_compiled_philox_matches_torch_on_random_counters(every_isa):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compiled_philox_matches_torch_on_random_counters(variant, every_isa):
     rng = np.random.default_rng(0)
     c0, c1 = rng.integers(0, 2**32, 300), rng.integers(0, 2**32, 300)
-    ref = philox.philox4x32_10(torch.tensor(c0), torch.tensor(c1), 0xDEADBEEF, 7, 0x01234567, 0x89ABCDEF)
+    ref = philox.philox4x32(torch.tensor(c0), torch.tensor(c1), 0xDEADBEEF, 7, 0x01234567, 0x89ABCDEF,
+                            philox.VARIANTS[variant]["rounds"])
     for level in every_isa:
         philox.isa(level)
-        got = _compiled_blocks(c0, c1, 0xDEADBEEF, 7, (0x01234567, 0x89ABCDEF))
+        got = _compiled_blocks(c0, c1, 0xDEADBEEF, 7, (0x01234567, 0x89ABCDEF), variant)
         assert all((g == r.numpy()).all() for g, r in zip(got, ref)), philox.ISAS[level]
 
 
 # -- compiled == torch, bit for bit -------------------------------------------------------------------------
 
-def _transform_compiled(x: torch.Tensor):
+def _transform_compiled(x: torch.Tensor, variant: str = "philox"):
     xu = torch.from_numpy((x.numpy() & 0xFFFFFFFF).astype(np.uint32).view(np.int32).copy())
     r, s, c = (torch.empty(x.numel()) for _ in range(3))
-    LIB.zb_philox_transform(xu.data_ptr(), x.numel(), r.data_ptr(), s.data_ptr(), c.data_ptr())
+    LIB.zb_philox_transform(xu.data_ptr(), x.numel(), r.data_ptr(), s.data_ptr(), c.data_ptr(), VARIANTS.index(variant))
     return r, s, c
 
 
@@ -112,11 +125,12 @@ def _transform_inputs(stride: int) -> torch.Tensor:
 
 def _check_transform(levels, stride):
     x = _transform_inputs(stride)
-    ref = (philox.radius(x), *philox.sincos_turn(x))
-    for level in levels:
-        philox.isa(level)
-        for name, got, want in zip(("radius", "sin", "cos"), _transform_compiled(x), ref):
-            assert torch.equal(bits(got), bits(want)), (philox.ISAS[level], name)
+    for variant in VARIANTS:
+        ref = (philox.radius(x, variant), *philox.sincos_turn(x, variant))
+        for level in levels:
+            philox.isa(level)
+            for name, got, want in zip(("radius", "sin", "cos"), _transform_compiled(x, variant), ref):
+                assert torch.equal(bits(got), bits(want)), (variant, philox.ISAS[level], name)
 
 
 @compiled
@@ -132,16 +146,20 @@ def test_box_muller_factors_agree_bit_for_bit_on_every_input(every_isa):
     _check_transform(every_isa, 1)
 
 
-def test_box_muller_factors_are_accurate():
-    """ln, sin, cos are polynomials (no libm): within a few float32 ulps of the exact values."""
+@pytest.mark.parametrize("variant, r_rel, sincos_abs", [
+    ("philox", 2e-6, 2e-7),  # a few float32 ulps
+    ("philox_fast", 5e-6, 8e-7),  # the shorter fits: ln within 3.8e-7, sin 5.7e-7, cos 4.7e-8 (+ rounding)
+])
+def test_box_muller_factors_are_accurate(variant, r_rel, sincos_abs):
+    """ln, sin, cos are polynomials (no libm): within these bounds of the exact values."""
     x = _transform_inputs(127)
     k = (x >> 8).double()
-    r, s, c = philox.radius(x).double(), *(v.double() for v in philox.sincos_turn(x))
+    r, s, c = philox.radius(x, variant).double(), *(v.double() for v in philox.sincos_turn(x, variant))
     u = 1 - k * 2.0**-24
     exact_r = torch.sqrt(-2 * torch.log(u))
-    assert float(((r - exact_r).abs() / exact_r.clamp_min(1e-3)).max()) < 2e-6  # a few ulps (ln near u = 1)
-    assert float((s - torch.sin(2 * math.pi * k * 2.0**-24)).abs().max()) < 2e-7
-    assert float((c - torch.cos(2 * math.pi * k * 2.0**-24)).abs().max()) < 2e-7
+    assert float(((r - exact_r).abs() / exact_r.clamp_min(1e-3)).max()) < r_rel  # ln near u = 1 sets it
+    assert float((s - torch.sin(2 * math.pi * k * 2.0**-24)).abs().max()) < sincos_abs
+    assert float((c - torch.cos(2 * math.pi * k * 2.0**-24)).abs().max()) < sincos_abs
     assert float(r.max()) < 5.77  # |z| ≤ sqrt(−2 ln 2⁻²⁴): torch's CPU randn has the same bound
 
 
@@ -151,21 +169,23 @@ RANGES = [(0, 1), (0, 64), (5, 59), (0, 4096), (100, 1000), (12345, 3001), (CHUN
 
 
 @compiled
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
-def test_compiled_and_torch_draw_the_same_numbers(kind, every_isa):
+def test_compiled_and_torch_draw_the_same_numbers(kind, variant, every_isa):
     seed = mix(3, 1)
     for level in every_isa:
         philox.isa(level)
         for first, n in RANGES:
             for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-                want = philox.torch_generate(seed, 5, first, n, CPU, dtype, kind)
-                got = philox.generate(seed, 5, first, n, CPU, dtype, kind)
+                want = philox.torch_generate(seed, 5, first, n, CPU, dtype, kind, variant)
+                got = philox.generate(seed, 5, first, n, CPU, dtype, kind, variant)
                 assert torch.equal(bits(got), bits(want)), (philox.ISAS[level], first, n, dtype)
 
 
 @compiled
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
-def test_fused_update_equals_the_torch_update(kind, every_isa):
+def test_fused_update_equals_the_torch_update(kind, variant, every_isa):
     """θ += c·z: the compiled kernel (z never materialized) and the torch code (z, then θ.add_(fl32(c)·z))."""
     seed = mix(11, 4)
     for level in every_isa:
@@ -174,8 +194,8 @@ def test_fused_update_equals_the_torch_update(kind, every_isa):
             for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
                 theta = torch.randn(n, generator=torch.Generator().manual_seed(n)).to(dtype)
                 a, b = theta.clone(), theta.clone()
-                philox.add_(a, seed, 2, first, -3.7e-3, kind)
-                philox.torch_add_(b, seed, 2, first, -3.7e-3, kind)
+                philox.add_(a, seed, 2, first, -3.7e-3, kind, variant)
+                philox.torch_add_(b, seed, 2, first, -3.7e-3, kind, variant)
                 assert torch.equal(bits(a), bits(b)), (philox.ISAS[level], first, n, dtype)
                 assert not torch.equal(a, theta) or dtype in (torch.bfloat16, torch.float16)
 
@@ -192,8 +212,9 @@ def test_draw_and_update_agree_on_what_z_is(torch_only):
 # -- threads, chunking, devices ------------------------------------------------------------------------------
 
 @compiled
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
-def test_the_thread_count_changes_no_number(kind):
+def test_the_thread_count_changes_no_number(kind, variant):
     """z(seed, tensor, chunk) and the fused update are the same on 1, 2 or 3 threads (torch.set_num_threads)."""
     n = (1 << 20) + 333  # enough tiles for every thread
     before = torch.get_num_threads()
@@ -202,8 +223,8 @@ def test_the_thread_count_changes_no_number(kind):
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
             theta = torch.ones(n)
-            philox.add_(theta, 99, 1, 64 * 1000 + 5, 0.5, kind)
-            out[threads] = (philox.generate(99, 1, 64 * 1000 + 5, n, CPU, torch.float32, kind), theta)
+            philox.add_(theta, 99, 1, 64 * 1000 + 5, 0.5, kind, variant)
+            out[threads] = (philox.generate(99, 1, 64 * 1000 + 5, n, CPU, torch.float32, kind, variant), theta)
     finally:
         torch.set_num_threads(before)
     for threads in (2, 3):
@@ -292,9 +313,10 @@ def _moments_ok(z: np.ndarray, sigmas: float = 5.0) -> None:
     assert abs(kurt) < sigmas * math.sqrt(24 / n), kurt
 
 
+@pytest.mark.parametrize("dist", [G, FG])
 @pytest.mark.parametrize("seed", [0, 1, mix(0, 0)])
-def test_gaussian_moments_and_ks(seed):
-    z = draw(seed, 0, 0, 1 << 19, CPU, torch.float32, G).numpy()
+def test_gaussian_moments_and_ks(seed, dist):
+    z = draw(seed, 0, 0, 1 << 19, CPU, torch.float32, dist).numpy()
     _moments_ok(z)
     assert _ks_pvalue_ok(z)
     groups = z.reshape(-1, 4, 16)  # each Box–Muller output word on its own (the layout's four streams)
@@ -309,9 +331,10 @@ def test_hand_written_ks_matches_scipy():
     assert _ks_statistic(z) == pytest.approx(stats.kstest(z, "norm").statistic, abs=1e-9)
 
 
-def test_box_muller_pairs_are_independent():
+@pytest.mark.parametrize("dist", [G, FG])
+def test_box_muller_pairs_are_independent(dist):
     """z₀ = r cos φ and z₁ = r sin φ share r: uncorrelated, and so are their squares (independence)."""
-    z = draw(8, 0, 0, 1 << 20, CPU, torch.float64, G).view(-1, 4, 16)
+    z = draw(8, 0, 0, 1 << 20, CPU, torch.float64, dist).view(-1, 4, 16)
     bound = 5 / math.sqrt(z.shape[0] * 16)
     for a, b in ((0, 1), (2, 3), (0, 2)):
         x, y = z[:, a].reshape(-1), z[:, b].reshape(-1)
@@ -319,8 +342,9 @@ def test_box_muller_pairs_are_independent():
         assert abs(float(torch.corrcoef(torch.stack([x * x, y * y]))[0, 1])) < bound
 
 
-def test_rademacher_signs_are_balanced_and_independent():
-    z = draw(4, 0, 0, 1 << 20, CPU, torch.float32, R)
+@pytest.mark.parametrize("dist", [R, FR])
+def test_rademacher_signs_are_balanced_and_independent(dist):
+    z = draw(4, 0, 0, 1 << 20, CPU, torch.float32, dist)
     assert set(z.unique().tolist()) == {-1.0, 1.0}
     n = z.numel()
     assert abs(float(z.mean())) < 5 / math.sqrt(n)
@@ -333,7 +357,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
 
 
-@pytest.mark.parametrize("dist", [G, R])
+@pytest.mark.parametrize("dist", [G, R, FG, FR])
 def test_no_correlation_between_chunks_tensors_and_seeds(dist):
     n = 1 << 18
     bound = 5 / math.sqrt(n)
@@ -349,9 +373,12 @@ def test_no_correlation_between_chunks_tensors_and_seeds(dist):
     }
     for name, other in others.items():
         assert abs(_corr(base, other)) < bound, name
-    g = draw(s0, 0, 0, n, CPU, torch.float32, G)
-    r = draw(s0, 0, 0, n, CPU, torch.float32, R)
+    stream = dist.split(":")[0]
+    g = draw(s0, 0, 0, n, CPU, torch.float32, f"{stream}:gaussian")
+    r = draw(s0, 0, 0, n, CPU, torch.float32, f"{stream}:rademacher")
     assert abs(_corr(g, r)) < bound  # the two kinds use apart counters (tag 0 / 1)
+    if stream == "philox_fast":  # the two streams' z for one seed: the same counters, other rounds
+        assert abs(_corr(base, draw(s0, 0, 0, n, CPU, torch.float32, dist.replace("philox_fast", "philox")))) < bound
 
 
 # -- the ZO-SGD step ---------------------------------------------------------------------------------------------
@@ -360,7 +387,8 @@ def _quadratic(params, target):
     return lambda: sum(((p.double() - t) ** 2).sum() for p, t in zip(params, target))
 
 
-def test_zo_sgd_step_with_the_philox_stream_matches_a_step_by_hand():
+@pytest.mark.parametrize("stream, dist", [(PHILOX, G), ("philox_fast", FG)])
+def test_zo_sgd_step_with_the_philox_stream_matches_a_step_by_hand(stream, dist):
     """θ ± εz, the projected gradient g = (L₊ − L₋)/2ε, θ − lr·g·z, with z = z(mix(s_t, 0)) from the generator."""
     torch.manual_seed(0)
     params = [torch.randn(300, 7), torch.randn(50)]
@@ -368,13 +396,13 @@ def test_zo_sgd_step_with_the_philox_stream_matches_a_step_by_hand():
     target = [torch.randn_like(p).double() for p in params]
     loss = _quadratic(params, target)
     lr, eps, seed = 1e-3, 1e-3, 5
-    opt = ZOOptimizer([("w", params[0]), ("b", params[1])], SPSA(direction_stream=PHILOX), lr=lr, eps=eps, seed=seed)
-    assert opt.distribution == G
+    opt = ZOOptimizer([("w", params[0]), ("b", params[1])], SPSA(direction_stream=stream), lr=lr, eps=eps, seed=seed)
+    assert opt.distribution == dist
     for t in range(3):
         before = [p.clone() for p in params]
         out = opt.step(loss)
         s = mix(mix(seed, t), 0)  # step seed, direction 0
-        z = [direction(s, i, p, G).double() for i, p in enumerate(params)]
+        z = [direction(s, i, p, dist).double() for i, p in enumerate(params)]
         lp = sum(((b.double() + eps * zi - tt) ** 2).sum() for b, zi, tt in zip(before, z, target))
         lm = sum(((b.double() - eps * zi - tt) ** 2).sum() for b, zi, tt in zip(before, z, target))
         g = float(lp - lm) / (2 * eps)
@@ -403,12 +431,13 @@ def test_zo_sgd_step_replays_bit_for_bit_from_the_in_place_sequence():
     assert torch.equal(w, ref)
 
 
-def test_compiled_and_torch_paths_take_the_same_steps(monkeypatch):
+@pytest.mark.parametrize("stream", [PHILOX, "philox_fast"])
+def test_compiled_and_torch_paths_take_the_same_steps(monkeypatch, stream):
     def run():
         torch.manual_seed(2)
         params = [torch.randn(40000), torch.randn(3, 33).to(torch.float64)]
         target = [torch.randn_like(p).double() for p in params]
-        opt = ZOOptimizer([("a", params[0]), ("b", params[1])], SPSA(num_directions=2, direction_stream=PHILOX),
+        opt = ZOOptimizer([("a", params[0]), ("b", params[1])], SPSA(num_directions=2, direction_stream=stream),
                           lr=1e-3, eps=1e-2, seed=3)
         for _ in range(2):
             opt.step(_quadratic(params, target))
@@ -421,13 +450,14 @@ def test_compiled_and_torch_paths_take_the_same_steps(monkeypatch):
         assert torch.equal(bits(a), bits(b))
 
 
-def test_zo_sgd_with_the_philox_stream_learns():
+@pytest.mark.parametrize("stream", [PHILOX, "philox_fast"])
+def test_zo_sgd_with_the_philox_stream_learns(stream):
     torch.manual_seed(3)
     w = torch.zeros(20)
     target = torch.linspace(-1, 1, 20).double()
     loss = _quadratic([w], [target])
     start = float(loss())
-    opt = ZOOptimizer([("w", w)], SPSA(direction_stream=PHILOX), lr=0.02, eps=1e-3, seed=0)
+    opt = ZOOptimizer([("w", w)], SPSA(direction_stream=stream), lr=0.02, eps=1e-3, seed=0)
     for _ in range(300):
         opt.step(loss)
     assert float(loss()) < 0.1 * start
@@ -440,19 +470,34 @@ def test_the_chunked_stream_is_unchanged_by_the_new_one():
     assert stream_distribution("chunked", "gaussian") == "gaussian"
     assert stream_distribution("mezo", "gaussian") == "mezo"
     assert stream_distribution(PHILOX, "rademacher") == R
+    assert stream_distribution("philox_fast", "gaussian") == FG
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_the_philox_stream_is_unchanged_by_the_fast_one(kind):
+    """Runs made with direction_stream=philox replay: its first numbers, recorded from the stream before
+    philox_fast existed (torch implementation, seed mix(7, 2), tensor 3)."""
+    z = philox.torch_generate(mix(7, 2), 3, 0, 6, CPU, torch.float32, kind)
+    want = {"gaussian": [-1.978732705116272, -0.9402920007705688, -0.3459213972091675, 0.5356882214546204,
+                         -0.13132654130458832, -0.18798232078552246],
+            "rademacher": [-1.0, 1.0, 1.0, 1.0, 1.0, 1.0]}[kind]
+    assert z.tolist() == want
 
 
 # -- configuration -------------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("stream", [PHILOX, "philox_fast"])
 @pytest.mark.parametrize("name", ["zo_sgd", "zo_sgd_sign", "zo_sgd_cons", "zo_sgd_mmt", "zo_adam"])
-def test_philox_is_accepted_by_the_spsa_optimizers(name):
-    validate_optimizer(compose_cfg(f"optimizer={name}", "optimizer.direction_stream=philox").optimizer)
-    validate_optimizer(compose_cfg(f"optimizer={name}", "optimizer.direction_stream=philox",
+def test_philox_is_accepted_by_the_spsa_optimizers(name, stream):
+    validate_optimizer(compose_cfg(f"optimizer={name}", f"optimizer.direction_stream={stream}").optimizer)
+    validate_optimizer(compose_cfg(f"optimizer={name}", f"optimizer.direction_stream={stream}",
                                    "optimizer.direction=rademacher", "optimizer.estimator.num_directions=4").optimizer)
 
 
 @pytest.mark.parametrize("overrides, words", [
-    (["optimizer=zo_sgd", "optimizer.direction_stream=sequential"], ["optimizer.direction_stream", "chunked, mezo, philox"]),
+    (["optimizer=zo_sgd", "optimizer.direction_stream=sequential"],
+     ["optimizer.direction_stream", "chunked, mezo, philox, philox_fast"]),
+    (["optimizer=hizoo", "optimizer.direction_stream=philox_fast"], ["optimizer.direction_stream='philox_fast'", "chunked"]),
     (["optimizer=bszo", "+optimizer.direction_stream=philox"], ["optimizer.direction_stream='philox'", "chunked"]),
     (["optimizer=zo_sgd_block", "+optimizer.direction_stream=philox"], ["optimizer.direction_stream='philox'", "chunked"]),
     (["optimizer=zo_sgd", "optimizer.direction_stream=philox", "optimizer.estimator.direction_stream=chunked"],
@@ -482,7 +527,9 @@ def test_throughput_times_each_fused_pass_against_an_axpy_and_restores_the_isa_a
     level, threads = philox.isa(), torch.get_num_threads()
     philox.main(["--throughput", "--sizes", "2048"])
     out = capsys.readouterr().out
-    assert out.count("n=     2048") == level + 1 and "gaussian / axpy" in out
+    # a line per instruction set and variant, + the other generators' line
+    assert out.count("n=     2048") == 2 * (level + 1) + 1 and "gaussian / axpy" in out and "philox_fast" in out
+    assert "torch.randn" in out and "numpy (PCG64, ziggurat)" in out
     rows = philox.throughput(2048, repeats=1, levels=(0,))
     assert rows[0]["isa"] == "baseline" and all(v > 0 for k, v in rows[0].items() if k.endswith("_per_element"))
     assert philox.isa() == level and torch.get_num_threads() == threads

@@ -1,4 +1,7 @@
-// Counter-based random directions for zobench (optimizer.direction_stream=philox): Philox4x32-10 + Box–Muller.
+// Counter-based random directions for zobench: Philox4x32-R + Box–Muller, in two variants (streams):
+//   philox       (optimizer.direction_stream=philox)       Philox4x32-10, Cephes' logf polynomial, sin/cos of 4 terms;
+//   philox_fast  (optimizer.direction_stream=philox_fast)  Philox4x32-7, a degree-4 log polynomial, sin/cos of 3 terms.
+// The same layout, counters and keys; other numbers (see zobench/optim/philox.py for both definitions).
 //
 // The numbers are defined in zobench/optim/philox.py, which also holds a pure-torch implementation of the same
 // arithmetic; the two must agree bit for bit (tests/test_directions_fast.py). Every floating-point operation
@@ -53,16 +56,49 @@ constexpr float S1 = 1.5707963705062866f, S3 = -0.6459634900093079f, S5 = 0.0796
 constexpr float C2 = -1.2337005138397217f, C4 = 0.25366923213005066f, C6 = -0.02086016535758972f,
                 C8 = 0.0009037667186930776f;
 
+// The polynomials of each variant, highest degree first (Horner). philox: the constants above. philox_fast:
+// near-minimax fits rounded to binary32 (zobench/optim/philox.py says how): ln(1 + f) = f - f^2/2 + f^3 P(f) with
+// P of degree 4 (|error| <= 3.8e-7 on [sqrt(1/2) - 1, sqrt(2) - 1]), sin(pi/2 t) = t (T1 + t^2 (T3 + t^2 T5))
+// (5.7e-7), cos(pi/2 t) = 1 + t^2 (D2 + t^2 (D4 + t^2 D6)) (4.7e-8), t in [0, 1/2].
+struct Accurate {
+  static constexpr int ROUNDS = 10;
+  static constexpr float LOG[9] = {LP0, LP1, LP2, LP3, LP4, LP5, LP6, LP7, LP8};
+  static constexpr float SIN[3] = {S7, S5, S3};  // then + S1, * t
+  static constexpr float SIN1 = S1;
+  static constexpr float COS[4] = {C8, C6, C4, C2};  // then + 1
+};
+struct Fast {
+  static constexpr int ROUNDS = 7;
+  static constexpr float LOG[5] = {0.11708072572946548f, -0.18496902287006378f, 0.20493799448013306f,
+                                   -0.24936868250370026f, 0.33317431807518005f};
+  static constexpr float SIN[2] = {0.07766739279031754f, -0.6457120180130005f};
+  static constexpr float SIN1 = 1.5707885026931763f;
+  static constexpr float COS[3] = {-0.020426249131560326f, 0.2536063492298126f, -1.2336980104446411f};
+};
+
+// c[0] x, then (y + c[i]) x for i = 1 .. N-1: one binary32 multiply and add per step, in this order.
+template <int N>
+ZB_INLINE float horner(const float (&c)[N], float x) {
+  float y = c[0] * x;
+#pragma GCC unroll 16
+  for (int i = 1; i < N; ++i) {
+    y = y + c[i];
+    y = y * x;
+  }
+  return y;
+}
+
 ZB_INLINE float bits_to_float(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
 ZB_INLINE uint32_t float_to_bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
 
-// Philox4x32-10 of counters (c0[j], c1[j], index, tag), j in [0, nb): the reference code (any CPU).
+// Philox4x32-R of counters (c0[j], c1[j], index, tag), j in [0, nb): the reference code (any CPU).
+template <int R>
 void philox_scalar(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int nb, uint32_t index,
                    uint32_t tag, uint32_t k0, uint32_t k1, uint32_t* __restrict x0, uint32_t* __restrict x1,
                    uint32_t* __restrict x2, uint32_t* __restrict x3) {
   for (int j = 0; j < nb; ++j) {
     uint32_t c0 = c0in[j], c1 = c1in[j], c2 = index, c3 = tag, kk0 = k0, kk1 = k1;
-    for (int r = 0; r < 10; ++r) {
+    for (int r = 0; r < R; ++r) {
       const uint64_t p0 = (uint64_t)M0 * c0, p1 = (uint64_t)M1 * c2;
       const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ kk0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ kk1;
       c1 = (uint32_t)p1;
@@ -80,7 +116,7 @@ void philox_scalar(const uint32_t* __restrict c0in, const uint32_t* __restrict c
 // The same rounds, SIMD: each 64-bit lane holds one counter word in its low half. vpmuludq multiplies the low
 // halves only, so a product's high half needs no masking (the low half of a product is the next c1 / c3
 // as it stands); V independent vectors per step keep the multiplier busy.
-template <int V>
+template <int V, int R>
 ZB_TARGET("avx512f") inline int philox_avx512_v(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in,
                                                 int j, int nb, uint32_t index, uint32_t tag, uint32_t k0,
                                                 uint32_t k1, uint32_t* __restrict x0, uint32_t* __restrict x1,
@@ -95,7 +131,7 @@ ZB_TARGET("avx512f") inline int philox_avx512_v(const uint32_t* __restrict c0in,
       c3[v] = _mm512_set1_epi64(tag);
     }
     uint32_t kk0 = k0, kk1 = k1;
-    for (int r = 0; r < 10; ++r) {
+    for (int r = 0; r < R; ++r) {
       const __m512i K0 = _mm512_set1_epi64(kk0), K1 = _mm512_set1_epi64(kk1);
       for (int v = 0; v < V; ++v) {
         const __m512i p0 = _mm512_mul_epu32(c0[v], m0), p1 = _mm512_mul_epu32(c2[v], m1);
@@ -117,16 +153,17 @@ ZB_TARGET("avx512f") inline int philox_avx512_v(const uint32_t* __restrict c0in,
   return j;
 }
 
+template <int R>
 ZB_TARGET("avx512f") void philox_avx512(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int nb,
                                         uint32_t index, uint32_t tag, uint32_t k0, uint32_t k1,
                                         uint32_t* __restrict x0, uint32_t* __restrict x1, uint32_t* __restrict x2,
                                         uint32_t* __restrict x3) {
-  int j = philox_avx512_v<4>(c0in, c1in, 0, nb, index, tag, k0, k1, x0, x1, x2, x3);
-  j = philox_avx512_v<1>(c0in, c1in, j, nb, index, tag, k0, k1, x0, x1, x2, x3);
-  philox_scalar(c0in + j, c1in + j, nb - j, index, tag, k0, k1, x0 + j, x1 + j, x2 + j, x3 + j);
+  int j = philox_avx512_v<4, R>(c0in, c1in, 0, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  j = philox_avx512_v<1, R>(c0in, c1in, j, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  philox_scalar<R>(c0in + j, c1in + j, nb - j, index, tag, k0, k1, x0 + j, x1 + j, x2 + j, x3 + j);
 }
 
-template <int V>
+template <int V, int R>
 ZB_TARGET("avx2") inline int philox_avx2_v(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int j,
                                            int nb, uint32_t index, uint32_t tag, uint32_t k0, uint32_t k1,
                                            uint32_t* __restrict x0, uint32_t* __restrict x1, uint32_t* __restrict x2,
@@ -142,7 +179,7 @@ ZB_TARGET("avx2") inline int philox_avx2_v(const uint32_t* __restrict c0in, cons
       c3[v] = _mm256_set1_epi64x(tag);
     }
     uint32_t kk0 = k0, kk1 = k1;
-    for (int r = 0; r < 10; ++r) {
+    for (int r = 0; r < R; ++r) {
       const __m256i K0 = _mm256_set1_epi64x(kk0), K1 = _mm256_set1_epi64x(kk1);
       for (int v = 0; v < V; ++v) {
         const __m256i p0 = _mm256_mul_epu32(c0[v], m0), p1 = _mm256_mul_epu32(c2[v], m1);
@@ -164,17 +201,19 @@ ZB_TARGET("avx2") inline int philox_avx2_v(const uint32_t* __restrict c0in, cons
   return j;
 }
 
+template <int R>
 ZB_TARGET("avx2") void philox_avx2(const uint32_t* __restrict c0in, const uint32_t* __restrict c1in, int nb,
                                    uint32_t index, uint32_t tag, uint32_t k0, uint32_t k1, uint32_t* __restrict x0,
                                    uint32_t* __restrict x1, uint32_t* __restrict x2, uint32_t* __restrict x3) {
-  int j = philox_avx2_v<4>(c0in, c1in, 0, nb, index, tag, k0, k1, x0, x1, x2, x3);
-  j = philox_avx2_v<1>(c0in, c1in, j, nb, index, tag, k0, k1, x0, x1, x2, x3);
-  philox_scalar(c0in + j, c1in + j, nb - j, index, tag, k0, k1, x0 + j, x1 + j, x2 + j, x3 + j);
+  int j = philox_avx2_v<4, R>(c0in, c1in, 0, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  j = philox_avx2_v<1, R>(c0in, c1in, j, nb, index, tag, k0, k1, x0, x1, x2, x3);
+  philox_scalar<R>(c0in + j, c1in + j, nb - j, index, tag, k0, k1, x0 + j, x1 + j, x2 + j, x3 + j);
 }
 #endif
 
 // sqrt(-2 ln u), u = (2^24 - (x >> 8)) 2^-24 in (0, 1]: at most 5.77. Selections are written on bits
 // (branch-free) so that the compiler vectorizes the loops that call this.
+template <class P>
 ZB_INLINE float radius(uint32_t x) {
   const float u = (float)(int32_t)(0x1000000u - (x >> 8)) * 5.9604644775390625e-08f;  // exact
   const uint32_t bits = float_to_bits(u);
@@ -185,15 +224,7 @@ ZB_INLINE float radius(uint32_t x) {
   const uint32_t sel = 0u - small;
   const float f = bits_to_float((float_to_bits(m2) & sel) | (float_to_bits(m) & ~sel)) - 1.0f;
   const float z = f * f;
-  float y = LP0 * f;
-  y = y + LP1; y = y * f;
-  y = y + LP2; y = y * f;
-  y = y + LP3; y = y * f;
-  y = y + LP4; y = y * f;
-  y = y + LP5; y = y * f;
-  y = y + LP6; y = y * f;
-  y = y + LP7; y = y * f;
-  y = y + LP8; y = y * f;
+  float y = horner(P::LOG, f);  // f P(f)
   y = y * z;
   const float fe = (float)e;
   y = y + LN2_LO * fe;
@@ -204,20 +235,16 @@ ZB_INLINE float radius(uint32_t x) {
 }
 
 // (sin, cos) of 2 pi (x >> 8) 2^-24, the quadrant and the reflection taken exactly on the integer.
+template <class P>
 ZB_INLINE void sincos_turn(uint32_t x, float& s, float& c) {
   const uint32_t k = x >> 8, q = k >> 22, f = k & 0x3FFFFFu;
   const uint32_t refl = f > 0x200000u ? 1u : 0u;
   const uint32_t fr = refl ? 0x400000u - f : f;
   const float t = (float)(int32_t)fr * 2.384185791015625e-07f;  // exact, in [0, 1/2]
   const float t2 = t * t;
-  float sp = S7 * t2;
-  sp = sp + S5; sp = sp * t2;
-  sp = sp + S3; sp = sp * t2;
-  sp = sp + S1; sp = sp * t;
-  float cp = C8 * t2;
-  cp = cp + C6; cp = cp * t2;
-  cp = cp + C4; cp = cp * t2;
-  cp = cp + C2; cp = cp * t2;
+  float sp = horner(P::SIN, t2);
+  sp = sp + P::SIN1; sp = sp * t;
+  float cp = horner(P::COS, t2);
   cp = cp + 1.0f;
   const uint32_t swap = 0u - ((refl ^ q) & 1u);  // all ones: sin <- cp, cos <- sp
   const uint32_t sb = float_to_bits(sp), cb = float_to_bits(cp);
@@ -245,6 +272,7 @@ struct Job {
   int dist;   // 0 Gaussian, 1 Rademacher
   float scale;
   int64_t unit0;  // first group (Gaussian) / block (Rademacher) of the range
+  int variant;    // 0 philox (Accurate), 1 philox_fast (Fast)
 };
 
 // Philox words of blocks [b0, b0 + nb) (the counter's low word may wrap into the high one).
@@ -261,6 +289,7 @@ ZB_INLINE void blocks(PhiloxFn philox, uint64_t b0, int nb, uint32_t index, uint
 
 // The Gaussian values of elements [64 g0, 64 (g0 + ng)) into z (ng <= 16): group g holds the 16 values of
 // word 0 of its blocks, then those of words 1, 2, 3 (16 lanes: one AVX-512 vector, two AVX2 ones).
+template <class P>
 ZB_INLINE void gaussian_tile(PhiloxFn philox, uint64_t g0, int ng, uint32_t index, uint32_t k0, uint32_t k1,
                              float* __restrict z) {
   alignas(64) uint32_t x0[TILE_BLOCKS], x1[TILE_BLOCKS], x2[TILE_BLOCKS], x3[TILE_BLOCKS];
@@ -270,12 +299,12 @@ ZB_INLINE void gaussian_tile(PhiloxFn philox, uint64_t g0, int ng, uint32_t inde
     const int o = 16 * g;
     for (int l = 0; l < 16; ++l) {
       float s, c;
-      const float r0 = radius(x0[o + l]);
-      sincos_turn(x1[o + l], s, c);
+      const float r0 = radius<P>(x0[o + l]);
+      sincos_turn<P>(x1[o + l], s, c);
       zg[l] = r0 * c;
       zg[16 + l] = r0 * s;
-      const float r2 = radius(x2[o + l]);
-      sincos_turn(x3[o + l], s, c);
+      const float r2 = radius<P>(x2[o + l]);
+      sincos_turn<P>(x3[o + l], s, c);
       zg[32 + l] = r2 * c;
       zg[48 + l] = r2 * s;
     }
@@ -301,19 +330,25 @@ ZB_INLINE void apply(const float* __restrict z, int64_t n, Store store) {
 }
 
 // Tiles [t0, t1) of the job: draw each tile's values, then write or add them.
+template <class P>
 ZB_INLINE void run_tiles(PhiloxFn philox, const Job& a, int64_t t0, int64_t t1) {
   alignas(64) float z[TILE];
   const int64_t upt = a.dist == 0 ? 16 : 8, usize = a.dist == 0 ? 64 : 128;  // units per tile, unit size
   const int64_t end = a.first + a.n;
   const int64_t unit_end = (end + usize - 1) / usize;
   const float s = a.scale;
+  const int64_t esize = a.dtype == 1 ? 8 : (a.dtype == 0 ? 4 : 2);  // bytes per output element
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t u0 = a.unit0 + t * upt;
     const int nu = (int)((unit_end - u0) < upt ? (unit_end - u0) : upt);
-    if (a.dist == 0) gaussian_tile(philox, (uint64_t)u0, nu, a.index, a.k0, a.k1, z);
-    else rademacher_tile(philox, (uint64_t)u0, nu, a.index, a.k0, a.k1, z);
     const int64_t tf = u0 * usize;
     const int64_t lo = tf > a.first ? tf : a.first, hi = tf + nu * usize < end ? tf + nu * usize : end;
+    // The tile's outputs are fetched (for writing) while its numbers are computed: the generator is
+    // compute-bound and the add memory-bound, and without this the two phases of a tile run one after the other.
+    const char* line = (const char*)a.out + (lo - a.first) * esize;
+    for (int64_t off = 0; off < (hi - lo) * esize; off += 64) __builtin_prefetch(line + off, 1, 3);
+    if (a.dist == 0) gaussian_tile<P>(philox, (uint64_t)u0, nu, a.index, a.k0, a.k1, z);
+    else rademacher_tile(philox, (uint64_t)u0, nu, a.index, a.k0, a.k1, z);
     const float* zs = z + (lo - tf);
     const int64_t m = hi - lo, o0 = lo - a.first;
     if (a.mode == 0) {
@@ -340,30 +375,43 @@ ZB_INLINE void run_tiles(PhiloxFn philox, const Job& a, int64_t t0, int64_t t1) 
 
 // One copy of the tile loop per instruction set (the transform and the stores are vectorized by the compiler).
 using TilesFn = void (*)(const Job*, int64_t, int64_t);
-void tiles_base(const Job* a, int64_t t0, int64_t t1) { run_tiles(philox_scalar, *a, t0, t1); }
+void tiles_base(const Job* a, int64_t t0, int64_t t1) {
+  if (a->variant) run_tiles<Fast>(philox_scalar<Fast::ROUNDS>, *a, t0, t1);
+  else run_tiles<Accurate>(philox_scalar<Accurate::ROUNDS>, *a, t0, t1);
+}
 #ifdef ZB_X86
-ZB_TARGET("avx2") void tiles_avx2(const Job* a, int64_t t0, int64_t t1) { run_tiles(philox_avx2, *a, t0, t1); }
-ZB_TARGET("avx512f") void tiles_avx512(const Job* a, int64_t t0, int64_t t1) { run_tiles(philox_avx512, *a, t0, t1); }
+ZB_TARGET("avx2") void tiles_avx2(const Job* a, int64_t t0, int64_t t1) {
+  if (a->variant) run_tiles<Fast>(philox_avx2<Fast::ROUNDS>, *a, t0, t1);
+  else run_tiles<Accurate>(philox_avx2<Accurate::ROUNDS>, *a, t0, t1);
+}
+ZB_TARGET("avx512f") void tiles_avx512(const Job* a, int64_t t0, int64_t t1) {
+  if (a->variant) run_tiles<Fast>(philox_avx512<Fast::ROUNDS>, *a, t0, t1);
+  else run_tiles<Accurate>(philox_avx512<Accurate::ROUNDS>, *a, t0, t1);
+}
 #endif
 
 // Test hooks: the transform alone, compiled as in each tile loop.
+template <class P>
 ZB_INLINE void transform_arrays(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
   for (int64_t i = 0; i < n; ++i) {
     float si, ci;
-    r[i] = radius(x[i]);
-    sincos_turn(x[i], si, ci);
+    r[i] = radius<P>(x[i]);
+    sincos_turn<P>(x[i], si, ci);
     s[i] = si;
     c[i] = ci;
   }
 }
 using TransformFn = void (*)(const uint32_t*, int64_t, float*, float*, float*);
-void transform_base(const uint32_t* x, int64_t n, float* r, float* s, float* c) { transform_arrays(x, n, r, s, c); }
+template <class P>
+void transform_base(const uint32_t* x, int64_t n, float* r, float* s, float* c) { transform_arrays<P>(x, n, r, s, c); }
 #ifdef ZB_X86
+template <class P>
 ZB_TARGET("avx2") void transform_avx2(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
-  transform_arrays(x, n, r, s, c);
+  transform_arrays<P>(x, n, r, s, c);
 }
+template <class P>
 ZB_TARGET("avx512f") void transform_avx512(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
-  transform_arrays(x, n, r, s, c);
+  transform_arrays<P>(x, n, r, s, c);
 }
 #endif
 
@@ -391,7 +439,7 @@ TilesFn tiles_fn() {
 
 extern "C" {
 
-int zb_philox_abi(void) { return 2; }
+int zb_philox_abi(void) { return 3; }
 
 // Bit d set: dtype code d is handled (0 float32, 1 float64, 2 bfloat16, 3 float16).
 int zb_philox_dtypes(void) {
@@ -419,35 +467,38 @@ int zb_philox_isa(int isa) {
   return g_isa;
 }
 
-// Test hooks. Philox4x32-10 of counters (c0[j], c1[j], index, tag), key (k0, k1), with the current ISA's code.
+// Test hooks. Philox4x32-R of counters (c0[j], c1[j], index, tag), key (k0, k1), with the current ISA's code;
+// R = 10 (variant 0, philox) or 7 (variant 1, philox_fast).
 void zb_philox_blocks(const uint32_t* c0, const uint32_t* c1, int nb, uint32_t index, uint32_t tag, uint32_t k0,
-                      uint32_t k1, uint32_t* x0, uint32_t* x1, uint32_t* x2, uint32_t* x3) {
-  PhiloxFn fn = philox_scalar;
+                      uint32_t k1, uint32_t* x0, uint32_t* x1, uint32_t* x2, uint32_t* x3, int variant) {
+  PhiloxFn fn = variant ? philox_scalar<Fast::ROUNDS> : philox_scalar<Accurate::ROUNDS>;
   if (g_isa < 0) g_isa = best_isa();
 #ifdef ZB_X86
-  if (g_isa == 2) fn = philox_avx512;
-  if (g_isa == 1) fn = philox_avx2;
+  if (g_isa == 2) fn = variant ? philox_avx512<Fast::ROUNDS> : philox_avx512<Accurate::ROUNDS>;
+  if (g_isa == 1) fn = variant ? philox_avx2<Fast::ROUNDS> : philox_avx2<Accurate::ROUNDS>;
 #endif
   fn(c0, c1, nb, index, tag, k0, k1, x0, x1, x2, x3);
 }
 
-// radius(x), sin and cos of the angle of x (the Box-Muller factors of one word), with the current ISA's code.
-void zb_philox_transform(const uint32_t* x, int64_t n, float* r, float* s, float* c) {
-  TransformFn fn = transform_base;
+// radius(x), sin and cos of the angle of x (the Box-Muller factors of one word) of the variant, with the current
+// ISA's code.
+void zb_philox_transform(const uint32_t* x, int64_t n, float* r, float* s, float* c, int variant) {
+  TransformFn fn = variant ? transform_base<Fast> : transform_base<Accurate>;
   if (g_isa < 0) g_isa = best_isa();
 #ifdef ZB_X86
-  if (g_isa == 2) fn = transform_avx512;
-  if (g_isa == 1) fn = transform_avx2;
+  if (g_isa == 2) fn = variant ? transform_avx512<Fast> : transform_avx512<Accurate>;
+  if (g_isa == 1) fn = variant ? transform_avx2<Fast> : transform_avx2<Accurate>;
 #endif
   fn(x, n, r, s, c);
 }
 
 // out: n elements (contiguous, dtype as above) holding elements [first, first + n) of z(seed, index).
 // mode 0 writes z; mode 1 adds (float)(z * scale) to them. nthreads <= 1: the calling thread only.
+// variant 0: the philox stream; 1: philox_fast.
 void zb_philox(void* out, int dtype, int mode, int64_t n, int64_t first, uint32_t k0, uint32_t k1, uint32_t index,
-               int dist, float scale, int nthreads) {
+               int dist, float scale, int nthreads, int variant) {
   if (n <= 0) return;
-  Job a{out, dtype, mode, n, first, k0, k1, index, dist, scale, 0};
+  Job a{out, dtype, mode, n, first, k0, k1, index, dist, scale, 0, variant ? 1 : 0};
   const int64_t usize = dist == 0 ? 64 : 128, upt = dist == 0 ? 16 : 8;
   a.unit0 = first / usize;
   const int64_t units = (first + n + usize - 1) / usize - a.unit0;

@@ -1,4 +1,4 @@
-"""Counter-based random directions (``optimizer.direction_stream=philox``): Philox4x32-10 + Box–Muller.
+"""Counter-based random directions (``optimizer.direction_stream=philox`` / ``philox_fast``): Philox + Box–Muller.
 
 Element k of z(seed) restricted to tensor ``index`` is a pure function of (seed, index, k): no generator
 state, so any chunk is drawn alone, in any order, by any number of threads, on CPU or CUDA, with the same
@@ -20,15 +20,22 @@ numbers bit for bit:
 checked against the torch code on its first load (a few thousand elements of every kind); on a mismatch
 (a compiler that contracts a·b + c into an FMA despite -ffp-contract=off, say) it is not used, with a warning.
 
-Definition (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; Philox4x32-10 as Random123's
-``philox4x32_R(10, ctr, key)``, checked against its known-answer vectors):
-  key = (seed mod 2³², ⌊seed / 2³²⌋ mod 2³²);  x(b, tag) = Philox4x32-10(ctr = (b mod 2³², ⌊b / 2³²⌋, index, tag))
+Two variants (streams) share everything below but the rounds and the polynomials:
+  philox       Philox4x32-10 (Random123's default), Cephes' logf polynomial (degree 8 in P), sin/cos of 4 terms.
+  philox_fast  Philox4x32-7 (the fewest rounds Random123 lists as Crush-resistant for Philox4x32, without
+               its 3-round safety margin), P of degree 4 and sin/cos of 3 terms: near-minimax fits rounded to
+               binary32 (ln within 3.8e-7, sin 5.7e-7, cos 4.7e-8: z within ~2e-6 of exact Box–Muller on its
+               own words). ~27% less time a fused Gaussian pass on CPU (``make bench``: passes); other numbers.
+Definition (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; Philox4x32-R as Random123's
+``philox4x32_R(R, ctr, key)``, R = 10 checked against its known-answer vectors):
+  key = (seed mod 2³², ⌊seed / 2³²⌋ mod 2³²);  x(b, tag) = Philox4x32-R(ctr = (b mod 2³², ⌊b / 2³²⌋, index, tag))
   Gaussian (tag 0): block b = 16⌊k/64⌋ + k mod 16, word w = ⌊k/16⌋ mod 4 (a group of 16 blocks fills 64
       consecutive elements word by word, so SIMD lanes store contiguously). Box–Muller on (x0, x1) → w = 0, 1
       and on (x2, x3) → w = 2, 3:  z = r(x0)·cos φ(x1), r(x0)·sin φ(x1), with
         r(x) = sqrt(−2 ln u), u = 1 − ⌊x / 2⁸⌋·2⁻²⁴ ∈ (0, 1]   (so |z| ≤ 5.77, as torch's own CPU randn)
         φ(x) = 2π·⌊x / 2⁸⌋·2⁻²⁴, its quadrant and octant reflection taken exactly on the integer.
-      ln is Cephes' logf polynomial (≤ 0.83 ulp here), sin/cos minimax polynomials on [0, π/4] (≤ 1.7 ulp);
+      ln is Cephes' logf polynomial (≤ 0.83 ulp here), sin/cos minimax polynomials on [0, π/4] (≤ 1.7 ulp)
+      (philox_fast: the shorter fits above);
       every step is one binary32 +, −, ×, correctly rounded sqrt or exact int→float conversion, in the same
       order in both implementations (no libm, no FMA), which is what makes them agree bit for bit (checked
       on all 2²⁴ inputs of the radius and of the angle: tests/test_directions_fast.py, slow).
@@ -78,6 +85,20 @@ S1, S3, S5, S7 = (_f32(c) for c in (1.5707963705062866, -0.6459634900093079, 0.0
 C2, C4, C6, C8 = (_f32(c) for c in (-1.2337005138397217, 0.25366923213005066, -0.02086016535758972,
                                     0.0009037667186930776))
 
+# Per variant: Philox rounds; the Horner coefficients (highest degree first) of P (ln(1 + f) = f − f²/2 + f³P(f)),
+# of sin (then + SIN1, × t) and of cos (then + 1) in t² — philox.cpp's ``Accurate`` and ``Fast``.
+# philox_fast's: near-minimax (Lawson-reweighted least squares on Chebyshev nodes, in binary64, of the absolute
+# error of ln(1 + f) on [√½ − 1, √2 − 1] and of sin(π/2·t), cos(π/2·t) on [0, ½]), rounded to binary32.
+VARIANTS = {
+    "philox": dict(rounds=10, log=LP, sin=[S7, S5, S3], sin1=S1, cos=[C8, C6, C4, C2]),
+    "philox_fast": dict(
+        rounds=7,
+        log=[_f32(c) for c in (0.11708072572946548, -0.18496902287006378, 0.20493799448013306,
+                               -0.24936868250370026, 0.33317431807518005)],
+        sin=[_f32(0.07766739279031754), _f32(-0.6457120180130005)], sin1=_f32(1.5707885026931763),
+        cos=[_f32(c) for c in (-0.020426249131560326, 0.2536063492298126, -1.2336980104446411)]),
+}
+
 
 def key_of(seed: int) -> tuple[int, int]:
     s = int(seed) & ((1 << 64) - 1)
@@ -86,13 +107,13 @@ def key_of(seed: int) -> tuple[int, int]:
 
 # -- the torch implementation ------------------------------------------------------------------------------
 
-def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
-    """Philox4x32-10 on int64 tensors (or Python ints) holding uint32 words; returns the four output words.
+def philox4x32(c0, c1, c2, c3, k0: int, k1: int, rounds: int = 10):
+    """Philox4x32-R (R = ``rounds``) on int64 tensors (or Python ints) holding uint32 words; the four output words.
 
     mulhilo(a, M) without overflow: with M' = M − 2³² (|M'| < 2³⁰), p = a·M' fits in int64 and
     a·M = p + a·2³², so lo = p mod 2³² and hi = (⌊p / 2³²⌋ + a) mod 2³².
     """
-    for _ in range(10):
+    for _ in range(rounds):
         p0, p1 = c0 * (M0 - (1 << 32)), c2 * (M1 - (1 << 32))
         hi0, hi1 = ((p0 >> 32) + c0) & _MASK32, ((p1 >> 32) + c2) & _MASK32
         c0, c1, c2, c3 = hi1 ^ c1 ^ k0, p1 & _MASK32, hi0 ^ c3 ^ k1, p0 & _MASK32
@@ -100,12 +121,17 @@ def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
     return c0, c1, c2, c3
 
 
-def _blocks(b0: int, nb: int, index: int, tag: int, seed: int, device) -> tuple:
+def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
+    """Philox4x32-10 (Random123's default rounds; the ``philox`` stream's)."""
+    return philox4x32(c0, c1, c2, c3, k0, k1, 10)
+
+
+def _blocks(b0: int, nb: int, index: int, tag: int, seed: int, device, variant: str = "philox") -> tuple:
     b = torch.arange(b0, b0 + nb, dtype=torch.int64, device=device)
-    return philox4x32_10(b & _MASK32, b >> 32, int(index) & _MASK32, tag, *key_of(seed))
+    return philox4x32(b & _MASK32, b >> 32, int(index) & _MASK32, tag, *key_of(seed), VARIANTS[variant]["rounds"])
 
 
-def radius(x: torch.Tensor) -> torch.Tensor:
+def radius(x: torch.Tensor, variant: str = "philox") -> torch.Tensor:
     """sqrt(−2 ln u), u = 1 − ⌊x/2⁸⌋·2⁻²⁴: the operations of philox.cpp ``radius``, in its order."""
     u = (0x1000000 - (x >> 8)).to(torch.float32) * _f32(2.0 ** -24)
     bits = u.view(torch.int32)
@@ -115,8 +141,9 @@ def radius(x: torch.Tensor) -> torch.Tensor:
     e = torch.where(small, e - 1, e)
     f = torch.where(small, m + m, m) - 1.0
     z = f * f
-    y = f * LP[0]
-    for c in LP[1:]:
+    log = VARIANTS[variant]["log"]
+    y = f * log[0]
+    for c in log[1:]:
         y = (y + c) * f
     y = y * z
     fe = e.to(torch.float32)
@@ -128,19 +155,20 @@ def radius(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((log_u * -2.0).to(torch.float64)).to(torch.float32)
 
 
-def sincos_turn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sincos_turn(x: torch.Tensor, variant: str = "philox") -> tuple[torch.Tensor, torch.Tensor]:
     """(sin, cos) of 2π·⌊x/2⁸⌋·2⁻²⁴: philox.cpp ``sincos_turn``."""
     k = x >> 8
     q, f = k >> 22, k & 0x3FFFFF
     refl = f > 0x200000
     t = torch.where(refl, 0x400000 - f, f).to(torch.float32) * _f32(2.0 ** -22)
     t2 = t * t
-    sp = t2 * S7
-    for c in (S5, S3):
+    v = VARIANTS[variant]
+    sp = t2 * v["sin"][0]
+    for c in v["sin"][1:]:
         sp = (sp + c) * t2
-    sp = (sp + S1) * t
-    cp = t2 * C8
-    for c in (C6, C4, C2):
+    sp = (sp + v["sin1"]) * t
+    cp = t2 * v["cos"][0]
+    for c in v["cos"][1:]:
         cp = (cp + c) * t2
     cp = cp + 1.0
     swap = refl ^ ((q & 1) == 1)
@@ -148,22 +176,23 @@ def sincos_turn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where((q & 2) != 0, -a, a), torch.where(((q + 1) & 2) != 0, -b, b)
 
 
-def _gaussian_units(seed: int, index: int, g0: int, ng: int, device) -> torch.Tensor:
+def _gaussian_units(seed: int, index: int, g0: int, ng: int, device, variant: str = "philox") -> torch.Tensor:
     """The 64·ng values of groups [g0, g0 + ng), float32."""
-    x0, x1, x2, x3 = (w.view(ng, 16) for w in _blocks(16 * g0, 16 * ng, index, 0, seed, device))
-    r0, (s1, c1) = radius(x0), sincos_turn(x1)
-    r2, (s3, c3) = radius(x2), sincos_turn(x3)
+    x0, x1, x2, x3 = (w.view(ng, 16) for w in _blocks(16 * g0, 16 * ng, index, 0, seed, device, variant))
+    r0, (s1, c1) = radius(x0, variant), sincos_turn(x1, variant)
+    r2, (s3, c3) = radius(x2, variant), sincos_turn(x3, variant)
     return torch.stack([r0 * c1, r0 * s1, r2 * c3, r2 * s3], dim=1).view(-1)
 
 
-def _rademacher_units(seed: int, index: int, b0: int, nb: int, device) -> torch.Tensor:
+def _rademacher_units(seed: int, index: int, b0: int, nb: int, device, variant: str = "philox") -> torch.Tensor:
     """The 128·nb signs of blocks [b0, b0 + nb), float32."""
-    words = torch.stack(_blocks(b0, nb, index, 1, seed, device), dim=1)  # (nb, 4)
+    words = torch.stack(_blocks(b0, nb, index, 1, seed, device, variant), dim=1)  # (nb, 4)
     bits = (words.unsqueeze(-1) >> torch.arange(32, device=device)) & 1  # (nb, 4, 32)
     return (bits * 2 - 1).to(torch.float32).view(-1)
 
 
-def _torch_pieces(seed: int, index: int, first: int, n: int, device, kind: str, units_per_piece: int | None = None):
+def _torch_pieces(seed: int, index: int, first: int, n: int, device, kind: str, units_per_piece: int | None = None,
+                  variant: str = "philox"):
     """(offset in the range, float32 values) pieces covering elements [first, first + n): 256 Ki elements at a
     time on CPU (int64 temporaries of 2 MiB, cache-sized), 4 Mi on an accelerator (fewer kernel launches)."""
     if units_per_piece is None:
@@ -174,21 +203,23 @@ def _torch_pieces(seed: int, index: int, first: int, n: int, device, kind: str, 
     u, u_end = first // size, -(-end // size)
     while u < u_end:
         nu = min(units_per_piece, u_end - u)
-        vals = make(seed, index, u, nu, device)
+        vals = make(seed, index, u, nu, device, variant)
         lo, hi = max(first, u * size), min(end, (u + nu) * size)
         yield lo - first, vals[lo - u * size: hi - u * size]
         u += nu
 
 
-def torch_generate(seed: int, index: int, first: int, n: int, device, dtype, kind: str = "gaussian") -> torch.Tensor:
+def torch_generate(seed: int, index: int, first: int, n: int, device, dtype, kind: str = "gaussian",
+                   variant: str = "philox") -> torch.Tensor:
     out = torch.empty(n, device=device, dtype=dtype)
-    for off, vals in _torch_pieces(seed, index, first, n, device, kind):
+    for off, vals in _torch_pieces(seed, index, first, n, device, kind, variant=variant):
         out[off: off + vals.numel()] = vals
     return out
 
 
-def torch_add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, kind: str = "gaussian") -> None:
-    for off, vals in _torch_pieces(seed, index, first, part.numel(), part.device, kind):
+def torch_add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, kind: str = "gaussian",
+               variant: str = "philox") -> None:
+    for off, vals in _torch_pieces(seed, index, first, part.numel(), part.device, kind, variant=variant):
         part[off: off + vals.numel()].add_(vals * scale)
 
 
@@ -251,14 +282,14 @@ def _load():
         lib.zb_philox.restype = None
         lib.zb_philox.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
                                   ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_float,
-                                  ctypes.c_int]
-        if lib.zb_philox_abi() != 2:
+                                  ctypes.c_int, ctypes.c_int]
+        if lib.zb_philox_abi() != 3:
             raise RuntimeError(f"{path}: unexpected ABI version")
         lib.zb_philox_isa.argtypes = [ctypes.c_int]
         lib.zb_philox_blocks.restype = lib.zb_philox_transform.restype = None
         ptr = ctypes.c_void_p
-        lib.zb_philox_blocks.argtypes = [ptr, ptr, ctypes.c_int] + [ctypes.c_uint32] * 4 + [ptr] * 4
-        lib.zb_philox_transform.argtypes = [ptr, ctypes.c_int64, ptr, ptr, ptr]
+        lib.zb_philox_blocks.argtypes = [ptr, ptr, ctypes.c_int] + [ctypes.c_uint32] * 4 + [ptr] * 4 + [ctypes.c_int]
+        lib.zb_philox_transform.argtypes = [ptr, ctypes.c_int64, ptr, ptr, ptr, ctypes.c_int]
         _state.update(lib=lib, path=path, dtypes=lib.zb_philox_dtypes(), openmp=bool(lib.zb_philox_openmp()))
         why = _self_check(lib)
         if why:
@@ -275,22 +306,24 @@ def _load():
 def _self_check(lib) -> str | None:
     """The compiled numbers against the torch ones on a few ranges of each kind; a reason if they differ."""
     seed = 0x0123456789ABCDEF
-    for kind in KINDS:
-        for first, n in ((0, 4096), (12345, 3001), (2 ** 33 + 7, 257)):
-            ref = torch_generate(seed, 3, first, n, "cpu", torch.float32, kind)
-            got = torch.empty(n, dtype=torch.float32)
-            _call(lib, got, 0, seed, 3, first, 0.0, kind, 1)
-            if not torch.equal(ref.view(torch.int32), got.view(torch.int32)):
-                bad = int((ref.view(torch.int32) != got.view(torch.int32)).sum())
-                return f"the compiled {kind} numbers differ from the torch ones ({bad} of {n} at offset {first})"
+    for variant in VARIANTS:
+        for kind in KINDS:
+            for first, n in ((0, 4096), (12345, 3001), (2 ** 33 + 7, 257)):
+                ref = torch_generate(seed, 3, first, n, "cpu", torch.float32, kind, variant)
+                got = torch.empty(n, dtype=torch.float32)
+                _call(lib, got, 0, seed, 3, first, 0.0, kind, 1, variant)
+                if not torch.equal(ref.view(torch.int32), got.view(torch.int32)):
+                    bad = int((ref.view(torch.int32) != got.view(torch.int32)).sum())
+                    return (f"the compiled {variant} {kind} numbers differ from the torch ones ({bad} of {n} at "
+                            f"offset {first})")
     return None
 
 
 def _call(lib, t: torch.Tensor, mode: int, seed: int, index: int, first: int, scale: float, kind: str,
-          threads: int) -> None:
+          threads: int, variant: str = "philox") -> None:
     k0, k1 = key_of(seed)
     lib.zb_philox(t.data_ptr(), _DTYPES[t.dtype], mode, t.numel(), first, k0, k1, int(index) & _MASK32,
-                  KINDS.index(kind), scale, threads)
+                  KINDS.index(kind), scale, threads, list(VARIANTS).index(variant))
 
 
 def library():
@@ -336,25 +369,27 @@ def _compiled_for(t: torch.Tensor):
 
 # -- the API used by zobench.optim.directions ----------------------------------------------------------------
 
-def generate(seed: int, index: int, first: int, n: int, device, dtype, kind: str = "gaussian") -> torch.Tensor:
+def generate(seed: int, index: int, first: int, n: int, device, dtype, kind: str = "gaussian",
+             variant: str = "philox") -> torch.Tensor:
     """Elements [first, first + n) of z(seed) restricted to tensor ``index``, as a flat tensor of ``dtype``."""
     lib = _compiled_for(torch.empty(0, device=device, dtype=dtype))
     if lib is None:
-        return torch_generate(seed, index, first, n, device, dtype, kind)
+        return torch_generate(seed, index, first, n, device, dtype, kind, variant)
     out = torch.empty(n, dtype=dtype)
-    _call(lib, out, 0, seed, index, first, 0.0, kind, torch.get_num_threads())
+    _call(lib, out, 0, seed, index, first, 0.0, kind, torch.get_num_threads(), variant)
     return out
 
 
-def add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, kind: str = "gaussian") -> None:
+def add_(part: torch.Tensor, seed: int, index: int, first: int, scale: float, kind: str = "gaussian",
+         variant: str = "philox") -> None:
     """part ← part + fl32(fl32(scale)·z) for elements [first, first + part.numel()) of z(seed, ``index``), in place.
 
     ``part`` is a contiguous (flat) slice of a parameter; on CPU the compiled code fuses draw and update."""
     lib = _compiled_for(part)
     if lib is None:
-        torch_add_(part, seed, index, first, scale, kind)
+        torch_add_(part, seed, index, first, scale, kind, variant)
         return
-    _call(lib, part, 1, seed, index, first, float(scale), kind, torch.get_num_threads())
+    _call(lib, part, 1, seed, index, first, float(scale), kind, torch.get_num_threads(), variant)
 
 
 def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) -> list[dict]:
@@ -362,7 +397,7 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
     the axpy they replace (``part.add_(z, alpha=scale)`` with z already drawn: the memory floor of a ZO pass), on a
     float32 tensor of ``n`` elements (in cache when small), and the Gaussian pass's two parts alone per Gaussian
     element: Philox's rounds and the Box–Muller transform (the library's test hooks; each ctypes call adds ~1 µs).
-    Best of ``repeats``; one row per instruction set."""
+    Best of ``repeats``; one row per instruction set and variant (``philox``, ``philox_fast``)."""
     import time
 
     lib = library()
@@ -376,6 +411,7 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
     factors = [torch.empty(words) for _ in range(3)]
     philox_args = (counters[0].data_ptr(), counters[1].data_ptr(), nb, 0, 0, 1, 2, *[o.data_ptr() for o in outs])
     transform_args = (x.data_ptr(), words, *[f.data_ptr() for f in factors])
+    codes = {v: i for i, v in enumerate(VARIANTS)}
     before, threads = isa(), torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -387,19 +423,28 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
             times.append(time.perf_counter() - t0)
         return min(times[1:]) / n * 1e9
 
+    rng = np.random.default_rng(0)
+    z64 = z.numpy()
+
     rows = []
     try:
         axpy = best(lambda: part.add_(z, alpha=1e-3))
+        # other generators drawing the same n Gaussians (draw only, no add), one thread: torch's CPU randn (the
+        # chunked stream's) and numpy's Generator (PCG64 + ziggurat), for scale
+        others = {"torch_randn_ns_per_element": best(lambda: torch.randn(n, out=z)),
+                  "numpy_ziggurat_ns_per_element": best(lambda: rng.standard_normal(out=z64, dtype=np.float32))}
         for level in levels if levels is not None else range(before + 1):
             isa(level)
-            row = {"isa": ISAS[isa()], "n": n, "axpy_ns_per_element": axpy}
-            for kind in ("gaussian", "rademacher"):
-                row[f"{kind}_ns_per_element"] = best(lambda k=kind: _call(lib, part, 1, 0, 0, 0, 1e-3, k, 1))
-            # the Gaussian pass's two parts, per Gaussian element, through the test hooks: Philox's rounds (a
-            # quarter of a block an element) and the Box–Muller transform (half a radius, half a sin/cos pair)
-            row["philox_rounds_ns_per_element"] = best(lambda: lib.zb_philox_blocks(*philox_args))
-            row["box_muller_ns_per_element"] = best(lambda: lib.zb_philox_transform(*transform_args))
-            rows.append(row)
+            for variant, code in codes.items():
+                row = {"isa": ISAS[isa()], "variant": variant, "n": n, "axpy_ns_per_element": axpy, **others}
+                for kind in ("gaussian", "rademacher"):
+                    row[f"{kind}_ns_per_element"] = best(
+                        lambda k=kind, v=variant: _call(lib, part, 1, 0, 0, 0, 1e-3, k, 1, v))
+                # the Gaussian pass's two parts, per Gaussian element, through the test hooks: Philox's rounds (a
+                # quarter of a block an element) and the Box–Muller transform (half a radius, half a sin/cos pair)
+                row["philox_rounds_ns_per_element"] = best(lambda c=code: lib.zb_philox_blocks(*philox_args, c))
+                row["box_muller_ns_per_element"] = best(lambda c=code: lib.zb_philox_transform(*transform_args, c))
+                rows.append(row)
     finally:
         isa(before)
         torch.set_num_threads(threads)
@@ -425,8 +470,11 @@ def main(argv=None) -> None:
     if args.throughput:
         print("one thread, ns per element (best of 5): fused draw-and-add against an axpy of a drawn z")
         for n in args.sizes:
-            for r in throughput(n):
-                print(f"  n={n:>9}  {r['isa']:8s}  gaussian {r['gaussian_ns_per_element']:6.3f}  "
+            rows = throughput(n)
+            print(f"  n={n:>9}  other generators, draw only: torch.randn {rows[0]['torch_randn_ns_per_element']:6.3f}  "
+                  f"numpy (PCG64, ziggurat) {rows[0]['numpy_ziggurat_ns_per_element']:6.3f}")
+            for r in rows:
+                print(f"  n={n:>9}  {r['isa']:8s}  {r['variant']:11s}  gaussian {r['gaussian_ns_per_element']:6.3f}  "
                       f"rademacher {r['rademacher_ns_per_element']:6.3f}  axpy {r['axpy_ns_per_element']:6.3f}  "
                       f"(gaussian / axpy {r['gaussian_ns_per_element'] / r['axpy_ns_per_element']:4.1f}x; "
                       f"its parts: philox rounds {r['philox_rounds_ns_per_element']:6.3f}, "

@@ -48,7 +48,7 @@ import torch
 from zobench.errors import ConfigError
 from zobench.optim.closure import batch_loss, check_micro_batches
 from zobench.optim.decay import decays
-from zobench.optim.directions import (DISTRIBUTIONS, MEZO, PHILOX, STREAMS, MezoSeeds, add_direction_, chunk_bounds,
+from zobench.optim.directions import (DISTRIBUTIONS, MEZO, PHILOX_STREAMS, STREAMS, MezoSeeds, add_direction_, chunk_bounds,
                                       draw_masked, flat, mix, stream_distribution)
 from zobench.optim.directions import draw  # noqa: F401 (tests/test_zo_sgd.py patches zo.draw)
 from zobench.optim.estimate import SeedEstimate
@@ -79,15 +79,15 @@ def check_config(opt) -> None:
     stream = opt.get("direction_stream", "chunked")
     if stream not in STREAMS:
         raise bad_choice("optimizer.direction_stream", stream, STREAMS)
-    if stream == PHILOX:  # any q, direction, one-sided or sign: only the numbers change; the estimator must follow
+    if stream in PHILOX_STREAMS:  # any q, direction, one-sided or sign: only the numbers change; the estimator must follow
         est = opt.get("estimator") or {}
         kind = str(est.get("_target_", "")).rsplit(".", 1)[-1]
         if opt.get("family") not in ("zo", "hybrid") or kind not in PHILOX_ESTIMATORS:
-            raise ConfigError(f"optimizer.direction_stream='philox' is not allowed with optimizer={opt.name} "
+            raise ConfigError(f"optimizer.direction_stream='{stream}' is not allowed with optimizer={opt.name} "
                               f"({kind or opt.get('family')}): its estimator draws from the chunked stream only; the "
-                              "philox stream is for the SPSA estimator (zo_sgd, zo_sgd_sign, zo_sgd_cons, zo_sgd_mmt, "
+                              f"{stream} stream is for the SPSA estimator (zo_sgd, zo_sgd_sign, zo_sgd_cons, zo_sgd_mmt, "
                               "zo_adam); choose optimizer.direction_stream=chunked.")
-        if est.get("direction_stream", "chunked") != PHILOX:
+        if est.get("direction_stream", "chunked") != stream:
             raise ConfigError("optimizer.estimator.direction_stream must follow optimizer.direction_stream "
                               "(${..direction_stream}, as conf/optimizer/zo_sgd.yaml has it).")
     if stream == MEZO:
@@ -137,7 +137,7 @@ class ZOOptimizer:
                 raise ConfigError(f"optimizer.direction={distribution!r} is not allowed with optimizer.direction_stream=mezo: "
                                   "choose gaussian (MeZO draws z with torch.normal).")
             distribution = MEZO
-        elif self.direction_stream != "chunked":  # philox: "philox:gaussian" / "philox:rademacher"
+        elif self.direction_stream != "chunked":  # philox(_fast): "philox:gaussian", "philox_fast:rademacher", ...
             distribution = stream_distribution(self.direction_stream, distribution)
         self.distribution = estimator.distribution = distribution  # z ~ N(0, I) or Rademacher, everywhere
         self.seed, self.t = seed, 0
