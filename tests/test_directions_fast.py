@@ -325,6 +325,23 @@ def test_gaussian_moments_and_ks(seed, dist):
         assert _ks_pvalue_ok(groups[:, w].reshape(-1))
 
 
+@pytest.mark.parametrize("dist", [G, FG])
+def test_gaussian_bins_and_tails(dist):
+    """A finer look than KS: 4 Mi draws over 1024 equiprobable bins of N(0, 1) (chi-square, in its normal
+    approximation for 1023 degrees of freedom, within 5 sigma), and the tail counts P(|z| > 2, 3, 4) within 5
+    binomial sigma: what a polynomial's structured error or a correlated word would bend first."""
+    n, bins = 1 << 22, 1024
+    z = torch.cat([draw(mix(21, t), t, 0, n // 4, CPU, torch.float64, dist) for t in range(4)])
+    edges = torch.special.ndtri(torch.arange(1, bins, dtype=torch.float64) / bins)
+    counts = torch.bincount(torch.bucketize(z, edges), minlength=bins).double()
+    chi2 = float(((counts - n / bins) ** 2 / (n / bins)).sum())
+    assert abs(chi2 - (bins - 1)) / math.sqrt(2 * (bins - 1)) < 5, chi2
+    for a in (2.0, 3.0, 4.0):
+        p = math.erfc(a / math.sqrt(2))
+        hits = int((z.abs() > a).sum())
+        assert abs(hits - n * p) < 5 * math.sqrt(n * p * (1 - p)), (a, hits, n * p)
+
+
 def test_hand_written_ks_matches_scipy():
     z = draw(3, 0, 0, 5000, CPU, torch.float64, G).numpy()
     stats = pytest.importorskip("scipy.stats")
