@@ -451,6 +451,44 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
     return rows
 
 
+def compare(other: Path, n: int, rounds: int = 12) -> dict:
+    """This build against ``other`` (another build of philox.cpp, ABI 2 or 3: ``c++ -O3 -std=c++17 -shared -fPIC
+    -ffp-contract=off -fopenmp OLD.cpp -o OLD.so``): a fused pass θ += c·z (``philox`` stream) over ``n`` float32
+    elements, torch's thread count, the two libraries alternating for ``rounds`` rounds after two of warm-up, so a
+    slow spell of the machine falls on both. Per kind: each one's median ms and the median of the per-round ratios
+    this / other."""
+    import statistics
+    import time
+
+    lib = library()
+    if lib is None:
+        raise RuntimeError(f"no compiled Philox library: {why()}")
+    old = ctypes.CDLL(str(other))
+    abi = old.zb_philox_abi()
+    if abi not in (2, 3):
+        raise RuntimeError(f"{other}: ABI {abi}; this compares ABI 2 or 3 builds")
+    base = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint32,
+            ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_float, ctypes.c_int]
+    old.zb_philox.restype = None
+    old.zb_philox.argtypes = base + ([ctypes.c_int] if abi == 3 else [])
+    extra = (0,) if abi == 3 else ()
+    theta, threads = torch.zeros(n), torch.get_num_threads()
+    runs = {"this": lambda k: lib.zb_philox(theta.data_ptr(), 0, 1, n, 0, 5, 0, 0, k, 1e-9, threads, 0),
+            "other": lambda k: old.zb_philox(theta.data_ptr(), 0, 1, n, 0, 5, 0, 0, k, 1e-9, threads, *extra)}
+    out = {}
+    for k, kind in enumerate(KINDS):
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(rounds + 2):
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                fn(k)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+        this, that = times["this"][2:], times["other"][2:]
+        out[kind] = {"this_ms": statistics.median(this), "other_ms": statistics.median(that),
+                     "ratio": statistics.median(a / b for a, b in zip(this, that))}
+    return out
+
+
 def main(argv=None) -> None:
     """``python -m zobench.optim.philox``: build (or find) the compiled library, check it, say which is used.
     ``--throughput``: also time its fused passes against an axpy, one thread, in and out of cache."""
@@ -458,6 +496,9 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another build (.so) of philox.cpp: time a fused philox pass of each, alternating, on "
+                             "the largest of --sizes elements with torch's threads (what a code change buys)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1 << 14, 1 << 24],
                         help="elements per timed tensor (default: 16 Ki, in cache; 16 Mi, in memory)")
     args = parser.parse_args(argv)
@@ -467,6 +508,12 @@ def main(argv=None) -> None:
         return
     print(f"zobench Philox directions: compiled {_state['path']} ({ISAS[isa()]}, OpenMP: {_state['openmp']}), "
           "checked against the torch implementation")
+    if args.against is not None:
+        n = max(args.sizes)
+        print(f"this build against {args.against}: one fused philox pass over {n} float32 elements, "
+              f"{torch.get_num_threads()} threads, alternating (median ms; median of the per-round ratios)")
+        for kind, r in compare(args.against, n).items():
+            print(f"  {kind:10s}  this {r['this_ms']:8.1f}  other {r['other_ms']:8.1f}  this / other {r['ratio']:.3f}")
     if args.throughput:
         print("one thread, ns per element (best of 5): fused draw-and-add against an axpy of a drawn z")
         for n in args.sizes:
