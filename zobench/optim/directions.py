@@ -38,7 +38,7 @@ Streams (``optimizer.direction_stream``, ZO-SGD family only):
               with the stream it ran with. Distribution names ``philox:gaussian``, ``philox:rademacher``
               (``stream_distribution``) carry the stream through the sweeps.
   philox_fast the same with Philox4x32-7 and shorter ln/sin/cos polynomials (zobench.optim.philox:
-              z within ~2e-6 of exact Box–Muller on its words): ~27% less time a Gaussian pass on CPU,
+              z within ~2e-6 of exact Box–Muller on its words): 14–20% less time a fused Gaussian pass on CPU,
               other numbers. ``philox_fast:gaussian``, ``philox_fast:rademacher``.
 """
 from __future__ import annotations

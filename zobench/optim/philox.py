@@ -25,7 +25,7 @@ Two variants (streams) share everything below but the rounds and the polynomials
   philox_fast  Philox4x32-7 (the fewest rounds Random123 lists as Crush-resistant for Philox4x32, without
                its 3-round safety margin), P of degree 4 and sin/cos of 3 terms: near-minimax fits rounded to
                binary32 (ln within 3.8e-7, sin 5.7e-7, cos 4.7e-8: z within ~2e-6 of exact Box–Muller on its
-               own words). ~27% less time a fused Gaussian pass on CPU (``make bench``: passes); other numbers.
+               own words). 14–20% less time a fused Gaussian pass on CPU (``make bench``: passes); other numbers.
 Definition (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; Philox4x32-R as Random123's
 ``philox4x32_R(R, ctr, key)``, R = 10 checked against its known-answer vectors):
   key = (seed mod 2³², ⌊seed / 2³²⌋ mod 2³²);  x(b, tag) = Philox4x32-R(ctr = (b mod 2³², ⌊b / 2³²⌋, index, tag))
