@@ -100,11 +100,6 @@ def philox_spec(distribution: str) -> tuple[str, str] | None:
     return stream, kind
 
 
-def philox_kind(distribution: str) -> str | None:
-    """``gaussian`` / ``rademacher`` for a counter-based distribution name, None for the others."""
-    spec = philox_spec(distribution)
-    return spec[1] if spec else None
-
 
 def _generator(device: torch.device) -> torch.Generator:
     if device not in _generators:
