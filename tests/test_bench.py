@@ -21,7 +21,7 @@ def test_bench_measures_every_phase_and_ratio(tmp_path, caplog):
                 "zo_step_rademacher_over_two_forwards", "zo_step_gaussian_over_its_own_forwards"):
         assert res["ratios"][key] > 0, key
     # the direction passes against their floors, and the step ratios over paired rounds with intervals
-    for name in ("inplace_add", "axpy", "gaussian", "philox:gaussian", "philox_fast:gaussian"):
+    for name in ("inplace_add", "axpy", "gaussian", "philox:gaussian", "philox_fast:gaussian", "philox_icdf:gaussian"):
         assert res["passes"][name]["time_ms"] > 0, name
     assert res["ratios"]["three_passes_philox:gaussian_over_two_forwards"] > 0
     iv = res["ratio_intervals"]["zo_step_philox:gaussian_over_two_forwards"]

@@ -1,5 +1,5 @@
-"""The counter-based direction streams (``optimizer.direction_stream=philox`` and ``philox_fast``,
-zobench/optim/philox.py).
+"""The counter-based direction streams (``optimizer.direction_stream=philox``, ``philox_fast`` and
+``philox_icdf``, zobench/optim/philox.py; the inverse CDF's own tests: tests/test_directions_icdf.py).
 
 Philox4x32-10 and -7 against Random123's known answers (its tests/kat_vectors); the compiled library against the torch implementation bit
 for bit (every instruction-set level, every dtype, unaligned ranges, counters past 2³², the Box–Muller factors
@@ -27,7 +27,8 @@ from zobench.validate import validate_optimizer
 CPU = torch.device("cpu")
 G, R = "philox:gaussian", "philox:rademacher"
 FG, FR = "philox_fast:gaussian", "philox_fast:rademacher"
-VARIANTS = list(philox.VARIANTS)  # philox, philox_fast
+IG = "philox_icdf:gaussian"
+VARIANTS = list(philox.VARIANTS)  # philox, philox_fast, philox_icdf
 LIB = philox.library()  # built (or found in the cache) once; None where no compiler works
 compiled = pytest.mark.skipif(LIB is None, reason=f"no compiled Philox library: {philox.why()}")
 LEVELS = range(philox.isa(2) + 1) if LIB is not None else range(0)  # every ISA this CPU runs
@@ -125,7 +126,7 @@ def _transform_inputs(stride: int) -> torch.Tensor:
 
 def _check_transform(levels, stride):
     x = _transform_inputs(stride)
-    for variant in VARIANTS:
+    for variant in philox.BOX_MULLER:
         ref = (philox.radius(x, variant), *philox.sincos_turn(x, variant))
         for level in levels:
             philox.isa(level)
@@ -313,19 +314,19 @@ def _moments_ok(z: np.ndarray, sigmas: float = 5.0) -> None:
     assert abs(kurt) < sigmas * math.sqrt(24 / n), kurt
 
 
-@pytest.mark.parametrize("dist", [G, FG])
+@pytest.mark.parametrize("dist", [G, FG, IG])
 @pytest.mark.parametrize("seed", [0, 1, mix(0, 0)])
 def test_gaussian_moments_and_ks(seed, dist):
     z = draw(seed, 0, 0, 1 << 19, CPU, torch.float32, dist).numpy()
     _moments_ok(z)
     assert _ks_pvalue_ok(z)
-    groups = z.reshape(-1, 4, 16)  # each Box–Muller output word on its own (the layout's four streams)
+    groups = z.reshape(-1, 4, 16)  # each output word on its own (the layout's four streams)
     for w in range(4):
         _moments_ok(groups[:, w].reshape(-1))
         assert _ks_pvalue_ok(groups[:, w].reshape(-1))
 
 
-@pytest.mark.parametrize("dist", [G, FG])
+@pytest.mark.parametrize("dist", [G, FG, IG])
 def test_gaussian_bins_and_tails(dist):
     """A finer look than KS: 4 Mi draws over 1024 equiprobable bins of N(0, 1) (chi-square, in its normal
     approximation for 1023 degrees of freedom, within 5 sigma), and the tail counts P(|z| > 2, 3, 4) within 5
@@ -348,9 +349,10 @@ def test_hand_written_ks_matches_scipy():
     assert _ks_statistic(z) == pytest.approx(stats.kstest(z, "norm").statistic, abs=1e-9)
 
 
-@pytest.mark.parametrize("dist", [G, FG])
+@pytest.mark.parametrize("dist", [G, FG, IG])
 def test_box_muller_pairs_are_independent(dist):
-    """z₀ = r cos φ and z₁ = r sin φ share r: uncorrelated, and so are their squares (independence)."""
+    """z₀ = r cos φ and z₁ = r sin φ share r: uncorrelated, and so are their squares (independence). (The inverse
+    CDF's words of one block: the same check.)"""
     z = draw(8, 0, 0, 1 << 20, CPU, torch.float64, dist).view(-1, 4, 16)
     bound = 5 / math.sqrt(z.shape[0] * 16)
     for a, b in ((0, 1), (2, 3), (0, 2)):
@@ -374,7 +376,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
 
 
-@pytest.mark.parametrize("dist", [G, R, FG, FR])
+@pytest.mark.parametrize("dist", [G, R, FG, FR, IG])
 def test_no_correlation_between_chunks_tensors_and_seeds(dist):
     n = 1 << 18
     bound = 5 / math.sqrt(n)
@@ -396,6 +398,9 @@ def test_no_correlation_between_chunks_tensors_and_seeds(dist):
     assert abs(_corr(g, r)) < bound  # the two kinds use apart counters (tag 0 / 1)
     if stream == "philox_fast":  # the two streams' z for one seed: the same counters, other rounds
         assert abs(_corr(base, draw(s0, 0, 0, n, CPU, torch.float32, dist.replace("philox_fast", "philox")))) < bound
+    if dist == IG:  # philox_fast's words, another transform: z and its square unrelated to philox_fast's
+        other = draw(s0, 0, 0, n, CPU, torch.float32, FG)
+        assert abs(_corr(base, other)) < bound and abs(_corr(base ** 2, other ** 2)) < bound
 
 
 # -- the ZO-SGD step ---------------------------------------------------------------------------------------------
@@ -404,7 +409,7 @@ def _quadratic(params, target):
     return lambda: sum(((p.double() - t) ** 2).sum() for p, t in zip(params, target))
 
 
-@pytest.mark.parametrize("stream, dist", [(PHILOX, G), ("philox_fast", FG)])
+@pytest.mark.parametrize("stream, dist", [(PHILOX, G), ("philox_fast", FG), ("philox_icdf", IG)])
 def test_zo_sgd_step_with_the_philox_stream_matches_a_step_by_hand(stream, dist):
     """θ ± εz, the projected gradient g = (L₊ − L₋)/2ε, θ − lr·g·z, with z = z(mix(s_t, 0)) from the generator."""
     torch.manual_seed(0)
@@ -448,7 +453,7 @@ def test_zo_sgd_step_replays_bit_for_bit_from_the_in_place_sequence():
     assert torch.equal(w, ref)
 
 
-@pytest.mark.parametrize("stream", [PHILOX, "philox_fast"])
+@pytest.mark.parametrize("stream", [PHILOX, "philox_fast", "philox_icdf"])
 def test_compiled_and_torch_paths_take_the_same_steps(monkeypatch, stream):
     def run():
         torch.manual_seed(2)
@@ -467,7 +472,7 @@ def test_compiled_and_torch_paths_take_the_same_steps(monkeypatch, stream):
         assert torch.equal(bits(a), bits(b))
 
 
-@pytest.mark.parametrize("stream", [PHILOX, "philox_fast"])
+@pytest.mark.parametrize("stream", [PHILOX, "philox_fast", "philox_icdf"])
 def test_zo_sgd_with_the_philox_stream_learns(stream):
     torch.manual_seed(3)
     w = torch.zeros(20)
@@ -503,7 +508,7 @@ def test_the_philox_stream_is_unchanged_by_the_fast_one(kind):
 
 # -- configuration -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stream", [PHILOX, "philox_fast"])
+@pytest.mark.parametrize("stream", [PHILOX, "philox_fast", "philox_icdf"])
 @pytest.mark.parametrize("name", ["zo_sgd", "zo_sgd_sign", "zo_sgd_cons", "zo_sgd_mmt", "zo_adam"])
 def test_philox_is_accepted_by_the_spsa_optimizers(name, stream):
     validate_optimizer(compose_cfg(f"optimizer={name}", f"optimizer.direction_stream={stream}").optimizer)
@@ -513,7 +518,7 @@ def test_philox_is_accepted_by_the_spsa_optimizers(name, stream):
 
 @pytest.mark.parametrize("overrides, words", [
     (["optimizer=zo_sgd", "optimizer.direction_stream=sequential"],
-     ["optimizer.direction_stream", "chunked, mezo, philox, philox_fast"]),
+     ["optimizer.direction_stream", "chunked, mezo, philox, philox_fast, philox_icdf"]),
     (["optimizer=hizoo", "optimizer.direction_stream=philox_fast"], ["optimizer.direction_stream='philox_fast'", "chunked"]),
     (["optimizer=bszo", "+optimizer.direction_stream=philox"], ["optimizer.direction_stream='philox'", "chunked"]),
     (["optimizer=zo_sgd_block", "+optimizer.direction_stream=philox"], ["optimizer.direction_stream='philox'", "chunked"]),
@@ -545,7 +550,8 @@ def test_throughput_times_each_fused_pass_against_an_axpy_and_restores_the_isa_a
     philox.main(["--throughput", "--sizes", "2048"])
     out = capsys.readouterr().out
     # a line per instruction set and variant, + the other generators' line
-    assert out.count("n=     2048") == 2 * (level + 1) + 1 and "gaussian / axpy" in out and "philox_fast" in out
+    assert out.count("n=     2048") == len(VARIANTS) * (level + 1) + 1 and "gaussian / axpy" in out
+    assert "philox_fast" in out and "philox_icdf" in out and "box-muller" in out and "icdf" in out
     assert "torch.randn" in out and "numpy (PCG64, ziggurat)" in out
     rows = philox.throughput(2048, repeats=1, levels=(0,))
     assert rows[0]["isa"] == "baseline" and all(v > 0 for k, v in rows[0].items() if k.endswith("_per_element"))

@@ -3,7 +3,7 @@
 On the same model and the same batch (16 examples × 64 tokens by default) it measures:
   two_forwards two inference forwards of the training loss, back to back (no grad): the ZO baseline
   zo_sgd       zobench's ZO-SGD step (two forwards, three in-place RNG passes), Gaussian and Rademacher, per
-               direction stream (chunked; philox and philox_fast, counter-based: zobench/optim/philox.py)
+               direction stream (chunked; philox, philox_fast and philox_icdf, counter-based: zobench/optim/philox.py)
   mezo_ref     a step written as MeZO's reference trainer does it: four regenerations of z
                (+ε, −2ε, +ε, update) and out-of-place ``p.data = p.data + ...`` temporaries
   fo_sgd, fo_adam   backprop steps (torch.optim)
@@ -437,6 +437,7 @@ TARGETS = {
     "zo_step_philox:gaussian_over_two_forwards": (1.15, 1.05, "lower"),
     "zo_step_philox:rademacher_over_two_forwards": (1.15, 1.05, "lower"),
     "zo_step_philox_fast:gaussian_over_two_forwards": (1.15, 1.05, "lower"),
+    "zo_step_philox_icdf:gaussian_over_two_forwards": (1.15, 1.05, "lower"),
     "zo_peak_over_inference_peak": (1.05, 1.02, "lower"),
     "zo_peak_rademacher_over_inference_peak": (1.05, 1.02, "lower"),
     "batched_over_per_candidate_eval_throughput": (5.0, 5.0, "higher"),
@@ -519,7 +520,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tiny", action="store_true", help="a tiny random model (the bench's own test)")
     parser.add_argument("--distributions", nargs="+",
                         default=["gaussian", "rademacher", "philox:gaussian", "philox:rademacher",
-                                 "philox_fast:gaussian"],
+                                 "philox_fast:gaussian", "philox_icdf:gaussian"],
                         help="ZO directions to time; STREAM:DIST picks a direction stream (philox:gaussian)")
     parser.add_argument("--optimizers", nargs="*",
                         default=["zo_adam", "hizoo", "lozo", "lozo_m", "fzoo", "sparse_mezo", "mezo_svrg", "bszo"],

@@ -1,4 +1,5 @@
-"""Counter-based random directions (``optimizer.direction_stream=philox`` / ``philox_fast``): Philox + Box–Muller.
+"""Counter-based random directions (``optimizer.direction_stream=philox`` / ``philox_fast`` / ``philox_icdf``):
+Philox + Box–Muller, or Philox + an inverse CDF.
 
 Element k of z(seed) restricted to tensor ``index`` is a pure function of (seed, index, k): no generator
 state, so any chunk is drawn alone, in any order, by any number of threads, on CPU or CUDA, with the same
@@ -20,17 +21,24 @@ numbers bit for bit:
 checked against the torch code on its first load (a few thousand elements of every kind); on a mismatch
 (a compiler that contracts a·b + c into an FMA despite -ffp-contract=off, say) it is not used, with a warning.
 
-Two variants (streams) share everything below but the rounds and the polynomials:
+Three variants (streams) share everything below but the rounds and the transform:
   philox       Philox4x32-10 (Random123's default), Cephes' logf polynomial (degree 8 in P), sin/cos of 4 terms.
   philox_fast  Philox4x32-7 (the fewest rounds Random123 lists as Crush-resistant for Philox4x32, without
                its 3-round safety margin), P of degree 4 and sin/cos of 3 terms: near-minimax fits rounded to
                binary32 (ln within 3.8e-7, sin 5.7e-7, cos 4.7e-8: z within ~2e-6 of exact Box–Muller on its
                own words). 14–20% less time a fused Gaussian pass on CPU (``make bench``: passes); other numbers.
+  philox_icdf  Philox4x32-7 (philox_fast's words) and no Box–Muller: each word becomes one normal, z = ±Φ⁻¹(u),
+               u = (2·(w mod 2³¹) + 1)·2⁻³³, by a degree-7 polynomial per binade of u looked up by a count of
+               leading zeros (``zobench.optim.philox_icdf``; within 1e-6 of Φ⁻¹(u), |z| ≤ 6.34), from its own
+               counters (tag 2), so its z is independent of philox_fast's. Its Rademacher directions are
+               philox_fast's (the same rounds and words).
 Definition (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; Philox4x32-R as Random123's
 ``philox4x32_R(R, ctr, key)``, R = 10 checked against its known-answer vectors):
   key = (seed mod 2³², ⌊seed / 2³²⌋ mod 2³²);  x(b, tag) = Philox4x32-R(ctr = (b mod 2³², ⌊b / 2³²⌋, index, tag))
-  Gaussian (tag 0): block b = 16⌊k/64⌋ + k mod 16, word w = ⌊k/16⌋ mod 4 (a group of 16 blocks fills 64
-      consecutive elements word by word, so SIMD lanes store contiguously). Box–Muller on (x0, x1) → w = 0, 1
+  Gaussian (tag 0; philox_icdf: tag 2): block b = 16⌊k/64⌋ + k mod 16, word w = ⌊k/16⌋ mod 4 (a group of 16
+      blocks fills 64 consecutive elements word by word, so SIMD lanes store contiguously). philox_icdf:
+      z_k = icdf(x_w) (zobench.optim.philox_icdf).
+      philox, philox_fast: Box–Muller on (x0, x1) → w = 0, 1
       and on (x2, x3) → w = 2, 3:  z = r(x0)·cos φ(x1), r(x0)·sin φ(x1), with
         r(x) = sqrt(−2 ln u), u = 1 − ⌊x / 2⁸⌋·2⁻²⁴ ∈ (0, 1]   (so |z| ≤ 5.77, as torch's own CPU randn)
         φ(x) = 2π·⌊x / 2⁸⌋·2⁻²⁴, its quadrant and octant reflection taken exactly on the integer.
@@ -60,6 +68,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zobench.optim.philox_icdf import icdf
+
 KINDS = ("gaussian", "rademacher")
 SOURCE = Path(__file__).resolve().parents[1] / "_ext" / "philox.cpp"
 FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-fno-math-errno"]
@@ -85,19 +95,21 @@ S1, S3, S5, S7 = (_f32(c) for c in (1.5707963705062866, -0.6459634900093079, 0.0
 C2, C4, C6, C8 = (_f32(c) for c in (-1.2337005138397217, 0.25366923213005066, -0.02086016535758972,
                                     0.0009037667186930776))
 
-# Per variant: Philox rounds; the Horner coefficients (highest degree first) of P (ln(1 + f) = f − f²/2 + f³P(f)),
+# Per variant: Philox rounds, the transform (box_muller, or icdf: zobench.optim.philox_icdf); Box–Muller's: the Horner coefficients (highest degree first) of P (ln(1 + f) = f − f²/2 + f³P(f)),
 # of sin (then + SIN1, × t) and of cos (then + 1) in t² — philox.cpp's ``Accurate`` and ``Fast``.
 # philox_fast's: near-minimax (Lawson-reweighted least squares on Chebyshev nodes, in binary64, of the absolute
 # error of ln(1 + f) on [√½ − 1, √2 − 1] and of sin(π/2·t), cos(π/2·t) on [0, ½]), rounded to binary32.
 VARIANTS = {
-    "philox": dict(rounds=10, log=LP, sin=[S7, S5, S3], sin1=S1, cos=[C8, C6, C4, C2]),
+    "philox": dict(rounds=10, transform="box_muller", gaussian_tag=0, log=LP, sin=[S7, S5, S3], sin1=S1, cos=[C8, C6, C4, C2]),
     "philox_fast": dict(
-        rounds=7,
+        rounds=7, transform="box_muller", gaussian_tag=0,
         log=[_f32(c) for c in (0.11708072572946548, -0.18496902287006378, 0.20493799448013306,
                                -0.24936868250370026, 0.33317431807518005)],
         sin=[_f32(0.07766739279031754), _f32(-0.6457120180130005)], sin1=_f32(1.5707885026931763),
         cos=[_f32(c) for c in (-0.020426249131560326, 0.2536063492298126, -1.2336980104446411)]),
+    "philox_icdf": dict(rounds=7, transform="icdf", gaussian_tag=2),  # its own counters: not philox_fast's words
 }
+BOX_MULLER = tuple(v for v, d in VARIANTS.items() if d["transform"] == "box_muller")
 
 
 def key_of(seed: int) -> tuple[int, int]:
@@ -178,7 +190,10 @@ def sincos_turn(x: torch.Tensor, variant: str = "philox") -> tuple[torch.Tensor,
 
 def _gaussian_units(seed: int, index: int, g0: int, ng: int, device, variant: str = "philox") -> torch.Tensor:
     """The 64·ng values of groups [g0, g0 + ng), float32."""
-    x0, x1, x2, x3 = (w.view(ng, 16) for w in _blocks(16 * g0, 16 * ng, index, 0, seed, device, variant))
+    tag = VARIANTS[variant]["gaussian_tag"]
+    x0, x1, x2, x3 = (w.view(ng, 16) for w in _blocks(16 * g0, 16 * ng, index, tag, seed, device, variant))
+    if VARIANTS[variant]["transform"] == "icdf":
+        return torch.stack([icdf(x0), icdf(x1), icdf(x2), icdf(x3)], dim=1).view(-1)
     r0, (s1, c1) = radius(x0, variant), sincos_turn(x1, variant)
     r2, (s3, c3) = radius(x2, variant), sincos_turn(x3, variant)
     return torch.stack([r0 * c1, r0 * s1, r2 * c3, r2 * s3], dim=1).view(-1)
@@ -283,13 +298,14 @@ def _load():
         lib.zb_philox.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
                                   ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_float,
                                   ctypes.c_int, ctypes.c_int]
-        if lib.zb_philox_abi() != 3:
+        if lib.zb_philox_abi() != 4:
             raise RuntimeError(f"{path}: unexpected ABI version")
         lib.zb_philox_isa.argtypes = [ctypes.c_int]
-        lib.zb_philox_blocks.restype = lib.zb_philox_transform.restype = None
+        lib.zb_philox_blocks.restype = lib.zb_philox_transform.restype = lib.zb_philox_icdf.restype = None
         ptr = ctypes.c_void_p
         lib.zb_philox_blocks.argtypes = [ptr, ptr, ctypes.c_int] + [ctypes.c_uint32] * 4 + [ptr] * 4 + [ctypes.c_int]
         lib.zb_philox_transform.argtypes = [ptr, ctypes.c_int64, ptr, ptr, ptr, ctypes.c_int]
+        lib.zb_philox_icdf.argtypes = [ptr, ctypes.c_int64, ptr]
         _state.update(lib=lib, path=path, dtypes=lib.zb_philox_dtypes(), openmp=bool(lib.zb_philox_openmp()))
         why = _self_check(lib)
         if why:
@@ -396,8 +412,8 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
     """Nanoseconds per element, one thread, of the fused passes ``add_`` makes (Gaussian and Rademacher) beside
     the axpy they replace (``part.add_(z, alpha=scale)`` with z already drawn: the memory floor of a ZO pass), on a
     float32 tensor of ``n`` elements (in cache when small), and the Gaussian pass's two parts alone per Gaussian
-    element: Philox's rounds and the Box–Muller transform (the library's test hooks; each ctypes call adds ~1 µs).
-    Best of ``repeats``; one row per instruction set and variant (``philox``, ``philox_fast``)."""
+    element: Philox's rounds and the transform, Box–Muller or the inverse CDF (the library's test hooks; each
+    ctypes call adds ~1 µs). Best of ``repeats``; one row per instruction set and variant (``VARIANTS``)."""
     import time
 
     lib = library()
@@ -407,10 +423,12 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
     nb, words = max(n // 4, 1), max(n // 2, 1)  # Philox blocks and Box–Muller words behind n Gaussian elements
     counters = torch.arange(nb, dtype=torch.int64).to(torch.int32), torch.zeros(nb, dtype=torch.int32)
     outs = [torch.empty(nb, dtype=torch.int32) for _ in range(4)]
-    x = torch.randint(-2**31, 2**31 - 1, (words,), dtype=torch.int32)
+    x = torch.randint(-2**31, 2**31 - 1, (max(n, 1),), dtype=torch.int32)  # words: n for the inverse CDF
     factors = [torch.empty(words) for _ in range(3)]
+    zs = torch.empty(max(n, 1))
     philox_args = (counters[0].data_ptr(), counters[1].data_ptr(), nb, 0, 0, 1, 2, *[o.data_ptr() for o in outs])
     transform_args = (x.data_ptr(), words, *[f.data_ptr() for f in factors])
+    icdf_args = (x.data_ptr(), max(n, 1), zs.data_ptr())
     codes = {v: i for i, v in enumerate(VARIANTS)}
     before, threads = isa(), torch.get_num_threads()
     torch.set_num_threads(1)
@@ -441,9 +459,13 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
                     row[f"{kind}_ns_per_element"] = best(
                         lambda k=kind, v=variant: _call(lib, part, 1, 0, 0, 0, 1e-3, k, 1, v))
                 # the Gaussian pass's two parts, per Gaussian element, through the test hooks: Philox's rounds (a
-                # quarter of a block an element) and the Box–Muller transform (half a radius, half a sin/cos pair)
+                # quarter of a block an element) and the transform: Box–Muller (half a radius, half a sin/cos pair)
+                # or the inverse CDF (one word)
                 row["philox_rounds_ns_per_element"] = best(lambda c=code: lib.zb_philox_blocks(*philox_args, c))
-                row["box_muller_ns_per_element"] = best(lambda c=code: lib.zb_philox_transform(*transform_args, c))
+                if VARIANTS[variant]["transform"] == "icdf":
+                    row["transform_ns_per_element"] = best(lambda: lib.zb_philox_icdf(*icdf_args))
+                else:
+                    row["transform_ns_per_element"] = best(lambda c=code: lib.zb_philox_transform(*transform_args, c))
                 rows.append(row)
     finally:
         isa(before)
@@ -452,7 +474,7 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
 
 
 def compare(other: Path, n: int, rounds: int = 12) -> dict:
-    """This build against ``other`` (another build of philox.cpp, ABI 2 or 3: ``c++ -O3 -std=c++17 -shared -fPIC
+    """This build against ``other`` (another build of philox.cpp, ABI 2, 3 or 4: ``c++ -O3 -std=c++17 -shared -fPIC
     -ffp-contract=off -fopenmp OLD.cpp -o OLD.so``): a fused pass θ += c·z (``philox`` stream) over ``n`` float32
     elements, torch's thread count, the two libraries alternating for ``rounds`` rounds after two of warm-up, so a
     slow spell of the machine falls on both. Per kind: each one's median ms and the median of the per-round ratios
@@ -465,13 +487,13 @@ def compare(other: Path, n: int, rounds: int = 12) -> dict:
         raise RuntimeError(f"no compiled Philox library: {why()}")
     old = ctypes.CDLL(str(other))
     abi = old.zb_philox_abi()
-    if abi not in (2, 3):
-        raise RuntimeError(f"{other}: ABI {abi}; this compares ABI 2 or 3 builds")
+    if abi not in (2, 3, 4):
+        raise RuntimeError(f"{other}: ABI {abi}; this compares ABI 2, 3 or 4 builds")
     base = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint32,
             ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_float, ctypes.c_int]
     old.zb_philox.restype = None
-    old.zb_philox.argtypes = base + ([ctypes.c_int] if abi == 3 else [])
-    extra = (0,) if abi == 3 else ()
+    old.zb_philox.argtypes = base + ([ctypes.c_int] if abi >= 3 else [])
+    extra = (0,) if abi >= 3 else ()
     theta, threads = torch.zeros(n), torch.get_num_threads()
     runs = {"this": lambda k: lib.zb_philox(theta.data_ptr(), 0, 1, n, 0, 5, 0, 0, k, 1e-9, threads, 0),
             "other": lambda k: old.zb_philox(theta.data_ptr(), 0, 1, n, 0, 5, 0, 0, k, 1e-9, threads, *extra)}
@@ -525,7 +547,7 @@ def main(argv=None) -> None:
                       f"rademacher {r['rademacher_ns_per_element']:6.3f}  axpy {r['axpy_ns_per_element']:6.3f}  "
                       f"(gaussian / axpy {r['gaussian_ns_per_element'] / r['axpy_ns_per_element']:4.1f}x; "
                       f"its parts: philox rounds {r['philox_rounds_ns_per_element']:6.3f}, "
-                      f"box-muller {r['box_muller_ns_per_element']:6.3f})")
+                      f"{VARIANTS[r['variant']]['transform'].replace('_', '-')} {r['transform_ns_per_element']:6.3f})")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ coordinate-wise sign(ĝ) of ZO-signSGD (Liu et al. 2019), which is the ``ScaleBy
 
 ``direction_stream="mezo"`` (q = 1 only): the step's one direction is z(s) of MeZO's stream with s the
 seed handed in (MeZO's s_t, zobench.optim.directions), instead of z(mix(s, 0)) of the chunked stream.
-``direction_stream="philox"`` (or ``"philox_fast"``): the chunked stream's seeds, z from the counter-based
+``direction_stream="philox"`` (or ``"philox_fast"``, ``"philox_icdf"``): the chunked stream's seeds, z from the counter-based
 generator (zobench.optim.philox; each probe's draw and axpy are one fused, threaded pass on CPU).
 
 Every loss is the batch loss Σ_i w_i L_i over micro-batches (zobench.optim.closure), so

@@ -137,7 +137,7 @@ class ZOOptimizer:
                 raise ConfigError(f"optimizer.direction={distribution!r} is not allowed with optimizer.direction_stream=mezo: "
                                   "choose gaussian (MeZO draws z with torch.normal).")
             distribution = MEZO
-        elif self.direction_stream != "chunked":  # philox(_fast): "philox:gaussian", "philox_fast:rademacher", ...
+        elif self.direction_stream != "chunked":  # philox(_fast, _icdf): "philox:gaussian", "philox_fast:rademacher", ...
             distribution = stream_distribution(self.direction_stream, distribution)
         self.distribution = estimator.distribution = distribution  # z ~ N(0, I) or Rademacher, everywhere
         self.seed, self.t = seed, 0
