@@ -473,9 +473,9 @@ def throughput(n: int, repeats: int = 5, levels: tuple[int, ...] | None = None) 
     return rows
 
 
-def compare(other: Path, n: int, rounds: int = 12) -> dict:
+def compare(other: Path, n: int, rounds: int = 12, variant: str = "philox") -> dict:
     """This build against ``other`` (another build of philox.cpp, ABI 2, 3 or 4: ``c++ -O3 -std=c++17 -shared -fPIC
-    -ffp-contract=off -fopenmp OLD.cpp -o OLD.so``): a fused pass θ += c·z (``philox`` stream) over ``n`` float32
+    -ffp-contract=off -fopenmp OLD.cpp -o OLD.so``): a fused pass θ += c·z (stream ``variant``) over ``n`` float32
     elements, torch's thread count, the two libraries alternating for ``rounds`` rounds after two of warm-up, so a
     slow spell of the machine falls on both. Per kind: each one's median ms and the median of the per-round ratios
     this / other."""
@@ -493,9 +493,12 @@ def compare(other: Path, n: int, rounds: int = 12) -> dict:
             ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_float, ctypes.c_int]
     old.zb_philox.restype = None
     old.zb_philox.argtypes = base + ([ctypes.c_int] if abi >= 3 else [])
-    extra = (0,) if abi >= 3 else ()
+    code = list(VARIANTS).index(variant)
+    if code > {2: 0, 3: 1, 4: 2}[abi]:
+        raise RuntimeError(f"{other}: ABI {abi} has no {variant} stream")
+    extra = (code,) if abi >= 3 else ()
     theta, threads = torch.zeros(n), torch.get_num_threads()
-    runs = {"this": lambda k: lib.zb_philox(theta.data_ptr(), 0, 1, n, 0, 5, 0, 0, k, 1e-9, threads, 0),
+    runs = {"this": lambda k: lib.zb_philox(theta.data_ptr(), 0, 1, n, 0, 5, 0, 0, k, 1e-9, threads, code),
             "other": lambda k: old.zb_philox(theta.data_ptr(), 0, 1, n, 0, 5, 0, 0, k, 1e-9, threads, *extra)}
     out = {}
     for k, kind in enumerate(KINDS):
@@ -521,6 +524,8 @@ def main(argv=None) -> None:
     parser.add_argument("--against", type=Path, default=None,
                         help="another build (.so) of philox.cpp: time a fused philox pass of each, alternating, on "
                              "the largest of --sizes elements with torch's threads (what a code change buys)")
+    parser.add_argument("--variant", choices=list(VARIANTS), default="philox",
+                        help="the stream --against times (default: philox)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1 << 14, 1 << 24],
                         help="elements per timed tensor (default: 16 Ki, in cache; 16 Mi, in memory)")
     args = parser.parse_args(argv)
@@ -532,9 +537,9 @@ def main(argv=None) -> None:
           "checked against the torch implementation")
     if args.against is not None:
         n = max(args.sizes)
-        print(f"this build against {args.against}: one fused philox pass over {n} float32 elements, "
+        print(f"this build against {args.against}: one fused {args.variant} pass over {n} float32 elements, "
               f"{torch.get_num_threads()} threads, alternating (median ms; median of the per-round ratios)")
-        for kind, r in compare(args.against, n).items():
+        for kind, r in compare(args.against, n, variant=args.variant).items():
             print(f"  {kind:10s}  this {r['this_ms']:8.1f}  other {r['other_ms']:8.1f}  this / other {r['ratio']:.3f}")
     if args.throughput:
         print("one thread, ns per element (best of 5): fused draw-and-add against an axpy of a drawn z")
