@@ -40,7 +40,7 @@ LOWER_TESTS ?= tests/test_lower_bounds.py tests/test_lower_bounds_gguf.py \
   tests/test_scoring.py tests/test_scoring_shared.py tests/test_tuning.py tests/test_hub_models.py \
   tests/test_tasks.py tests/test_data_cli.py tests/test_configs.py tests/test_cli.py tests/test_wandb.py \
   tests/test_aggregate.py tests/test_sweep_table.py tests/test_stats.py tests/test_plots.py \
-  tests/test_sweeps.py::test_joblib_launcher_runs_cells_in_parallel
+  tests/test_sweeps.py::test_joblib_launcher_runs_cells_in_parallel tests/test_directions_icdf.py
 
 test-lower-bounds: $(LOWER_VENV)/installed ## the tests under the dependencies' lower bounds (pyproject.toml), in .venv-lower/
 	$(LOWER_VENV)/bin/python ci/lower_bounds.py --keep torch --check

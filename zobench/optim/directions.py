@@ -40,10 +40,11 @@ Streams (``optimizer.direction_stream``, ZO-SGD family only):
   philox_fast the same with Philox4x32-7 and shorter ln/sin/cos polynomials (zobench.optim.philox:
               z within ~2e-6 of exact Box–Muller on its words): 14–20% less time a fused Gaussian pass on CPU,
               other numbers. ``philox_fast:gaussian``, ``philox_fast:rademacher``.
-  philox_icdf Philox4x32-7 (philox_fast's words) and, for Gaussian directions, no Box–Muller: each word becomes
+  philox_icdf Philox4x32-7 (Gaussian: its own counters) and no Box–Muller: each word becomes
               one normal by an inverse CDF (a degree-6 polynomial per binade of u; within 1e-6 of Φ⁻¹(u),
-              zobench.optim.philox_icdf): ~15% less time a fused Gaussian pass on CPU than philox_fast, and
-              closer to exact. Its Rademacher directions are philox_fast's. ``philox_icdf:gaussian``.
+              zobench.optim.philox_icdf): 15% less time a fused Gaussian pass than philox_fast on an AVX-512
+              CPU (``make bench``), 2.4× its time without AVX-512 (scalar table lookups); closer to exact.
+              Its Rademacher directions are philox_fast's. ``philox_icdf:gaussian``.
 """
 from __future__ import annotations
 

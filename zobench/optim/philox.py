@@ -27,11 +27,11 @@ Three variants (streams) share everything below but the rounds and the transform
                its 3-round safety margin), P of degree 4 and sin/cos of 3 terms: near-minimax fits rounded to
                binary32 (ln within 3.8e-7, sin 5.7e-7, cos 4.7e-8: z within ~2e-6 of exact Box–Muller on its
                own words). 14–20% less time a fused Gaussian pass on CPU (``make bench``: passes); other numbers.
-  philox_icdf  Philox4x32-7 (philox_fast's words) and no Box–Muller: each word becomes one normal, z = ±Φ⁻¹(u),
-               u = (2·(w mod 2³¹) + 1)·2⁻³³, by a degree-7 polynomial per binade of u looked up by a count of
-               leading zeros (``zobench.optim.philox_icdf``; within 1e-6 of Φ⁻¹(u), |z| ≤ 6.34), from its own
-               counters (tag 2), so its z is independent of philox_fast's. Its Rademacher directions are
-               philox_fast's (the same rounds and words).
+  philox_icdf  Philox4x32-7 and no Box–Muller: each word becomes one normal, z = ±Φ⁻¹(u), u = (2·(w mod 2³¹)
+               + 1)·2⁻³³, by a degree-6 polynomial per binade of u looked up by a count of leading zeros
+               (``zobench.optim.philox_icdf``; within 1e-6 of Φ⁻¹(u), |z| ≤ 6.34), from counters of its own
+               (tag 2), so its z is independent of philox_fast's. Its Rademacher directions are philox_fast's
+               (the same rounds and words).
 Definition (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"; Philox4x32-R as Random123's
 ``philox4x32_R(R, ctr, key)``, R = 10 checked against its known-answer vectors):
   key = (seed mod 2³², ⌊seed / 2³²⌋ mod 2³²);  x(b, tag) = Philox4x32-R(ctr = (b mod 2³², ⌊b / 2³²⌋, index, tag))
