@@ -398,7 +398,7 @@ def test_no_correlation_between_chunks_tensors_and_seeds(dist):
     assert abs(_corr(g, r)) < bound  # the two kinds use apart counters (tag 0 / 1)
     if stream == "philox_fast":  # the two streams' z for one seed: the same counters, other rounds
         assert abs(_corr(base, draw(s0, 0, 0, n, CPU, torch.float32, dist.replace("philox_fast", "philox")))) < bound
-    if dist == IG:  # philox_fast's words, another transform: z and its square unrelated to philox_fast's
+    if dist == IG:  # counters of its own (tag 2), another transform: z and its square unrelated to philox_fast's
         other = draw(s0, 0, 0, n, CPU, torch.float32, FG)
         assert abs(_corr(base, other)) < bound and abs(_corr(base ** 2, other ** 2)) < bound
 
@@ -483,6 +483,16 @@ def test_zo_sgd_with_the_philox_stream_learns(stream):
     for _ in range(300):
         opt.step(loss)
     assert float(loss()) < 0.1 * start
+
+
+def test_philox_icdf_rademacher_directions_are_philox_fasts():
+    """The same rounds and the same (tag 1) counters: only the Gaussian transform and counters differ."""
+    for first, n in ((0, 4096), (2**39 - 300, 700)):  # the second crosses the block counter's 2³²
+        a = philox.generate(mix(5, 1), 2, first, n, CPU, torch.float32, "rademacher", "philox_icdf")
+        assert torch.equal(a, philox.generate(mix(5, 1), 2, first, n, CPU, torch.float32, "rademacher", "philox_fast"))
+    assert torch.equal(draw(7, 1, 0, 999, CPU, torch.float32, "philox_icdf:rademacher"),
+                       draw(7, 1, 0, 999, CPU, torch.float32, FR))
+    assert not torch.equal(draw(3, 0, 0, 64, CPU, torch.float32, IG), draw(3, 0, 0, 64, CPU, torch.float32, FG))
 
 
 def test_the_chunked_stream_is_unchanged_by_the_new_one():

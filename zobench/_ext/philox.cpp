@@ -281,7 +281,7 @@ ZB_INLINE void sincos_turn(uint32_t x, float& s, float& c) {
 }
 
 // z of word w (philox_icdf): x = 2 (w mod 2^31) + 1, k = clz(x), y = x 2^k, t = 1.(bits 30..8 of y) - 3/2 (exact),
-// z = Q_k(t) = c0 + t (c1 + ... + t c6) in binary32, one operation at a time, negated when bit 31 of w is clear.
+// z = Q_k(t) = c0 + t (c1 + ... + t c6) in binary32, one operation at a time (< 0), negated when bit 31 of w is set.
 ZB_INLINE float icdf(uint32_t w) {
   const uint32_t x = (w << 1) | 1u;
   const int k = __builtin_clz(x);

@@ -43,7 +43,7 @@ Streams (``optimizer.direction_stream``, ZO-SGD family only):
   philox_icdf Philox4x32-7 (Gaussian: its own counters) and no Box–Muller: each word becomes
               one normal by an inverse CDF (a degree-6 polynomial per binade of u; within 1e-6 of Φ⁻¹(u),
               zobench.optim.philox_icdf): 15% less time a fused Gaussian pass than philox_fast on an AVX-512
-              CPU (``make bench``), 2.4× its time without AVX-512 (scalar table lookups); closer to exact.
+              CPU (``make bench``), 2.4× its time with AVX2 (scalar table lookups); closer to exact.
               Its Rademacher directions are philox_fast's. ``philox_icdf:gaussian``.
 """
 from __future__ import annotations

@@ -522,7 +522,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--throughput", action="store_true")
     parser.add_argument("--against", type=Path, default=None,
-                        help="another build (.so) of philox.cpp: time a fused philox pass of each, alternating, on "
+                        help="another build (.so) of philox.cpp: time a fused pass (--variant) of each, alternating, on "
                              "the largest of --sizes elements with torch's threads (what a code change buys)")
     parser.add_argument("--variant", choices=list(VARIANTS), default="philox",
                         help="the stream --against times (default: philox)")

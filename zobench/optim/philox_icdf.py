@@ -11,14 +11,15 @@ Definition, for a word w (uint32):
       (the midpoints of 2³¹ equal cells of (0, ½));
   binade k = clz32(x) ∈ [0, 31], so u ∈ [2^−(k+2), 2^−(k+1));  y = x·2^k mod 2³² (bit 31 set);
   t = m − 3/2 ∈ [−½, ½), m ∈ [1, 2) the binary32 whose mantissa is bits 30…8 of y (exact);
-  z = ±Q_k(t), Q_k(t) = c_k,0 + t(c_k,1 + t(… + t·c_k,6)), − when s = 0, + when s = 1 (Q_k < 0).
+  z = Q_k(t) when s = 0, −Q_k(t) when s = 1;  Q_k(t) = c_k,0 + t(c_k,1 + t(… + t·c_k,6)) < 0 (Φ⁻¹(u) for u < ½).
 Q_k interpolates Φ⁻¹ at the 7 Chebyshev nodes of its binade (in binary64; Φ⁻¹ = statistics.NormalDist
 .inv_cdf, Wichura's AS241, ~1e-16), coefficients rounded to binary32 (``fit_table``). For k < 8 the 8 − k
 low bits of x do not reach m; x is odd, so the words sharing t have mean u = 2^−(k+2)·(t + 3/2) + 2^(−26−k),
 and Q_k interpolates Φ⁻¹ at that mean (for k ≥ 8, u is exact). Evaluated in binary32, one correctly
 rounded × or + at a time in the order written (no FMA): |z − Φ⁻¹(u)| < 1e-6 for the exact u of every word
-(7.7e-7 the largest over 40,000 words of each binade: tests/test_directions_icdf.py; degree 7 gives 5e-7 for one
-more lookup, multiply and add, ~10% more time in the transform). |z| ≤ −Φ⁻¹(2⁻³³) = 6.34 (Box–Muller on 24-bit
+(7.93e-7 the largest, in binade 0, over every word of binades 8–31 and both ends of every t of binades 0–7:
+tests/test_directions_icdf.py; degree 7 gives 5e-7 for one more lookup, multiply and add, ~10% more time in the
+transform). |z| ≤ −Φ⁻¹(2⁻³³) = 6.34 (Box–Muller on 24-bit
 uniforms, ``philox``: 5.77).
 
 zobench/_ext/philox.cpp (``icdf`` and ``icdf16``) holds the same table as hexadecimal binary32 literals and
