@@ -20,9 +20,14 @@ LIB = philox.library()
 compiled = pytest.mark.skipif(LIB is None, reason=f"no compiled Philox library: {philox.why()}")
 
 
+def _binade(k: int) -> tuple[int, int]:
+    """[lo, hi): the words v (sign bit clear) whose x = 2v + 1 lies in binade k, [2^(31−k), 2^(32−k))."""
+    return ((1 << (31 - k)) >> 1, (1 << (32 - k)) >> 1) if k < 31 else (0, 1)
+
+
 def _binade_words(k: int, n: int = 20001, seed: int = 0) -> torch.Tensor:
     """Words (sign bit clear) whose x = 2v + 1 lies in binade k: an even grid over it, its ends, random ones."""
-    lo, hi = ((1 << (31 - k)) >> 1, (1 << (32 - k)) >> 1) if k < 31 else (0, 1)
+    lo, hi = _binade(k)
     grid = torch.linspace(lo, hi - 1, n, dtype=torch.float64).round().to(torch.int64)
     rand = torch.randint(lo, hi, (n,), generator=torch.Generator().manual_seed(seed + k))
     return torch.unique(torch.cat([grid, rand, torch.tensor([lo, hi - 1])]))
@@ -52,7 +57,7 @@ def test_every_word_is_within_1e_6_of_the_exact_inverse_cdf():
     worst = 0.0
     for k in range(BINADES):
         if k >= 8:
-            lo, hi = ((1 << (31 - k)) >> 1, (1 << (32 - k)) >> 1) if k < 31 else (0, 1)
+            lo, hi = _binade(k)
             parts = [torch.arange(a, min(a + (1 << 21), hi)) for a in range(lo, hi, 1 << 21)]
         else:
             step, base = 1 << (8 - k), 1 << (31 - k)  # x = 2v + 1 in [base + j·step, base + (j + 1)·step)
@@ -71,10 +76,10 @@ def test_symmetric_bounded_and_continuous_across_binades():
     # monotone: z rises with u (v) on a grid of each binade (steps far above the float error), and across the
     # binade edges (no jump where the table changes rows)
     grid = torch.cat([torch.linspace(lo, hi - 1, 4097, dtype=torch.float64).round().to(torch.int64)
-                      for lo, hi in (((1 << (31 - k)) >> 1, (1 << (32 - k)) >> 1) for k in range(24))])
+                      for lo, hi in map(_binade, range(24))])
     zg = icdf(torch.sort(torch.unique(grid)).values)
     assert bool((zg[1:] > zg[:-1]).all())
-    edges = torch.tensor([((1 << (31 - k)) >> 1) for k in range(BINADES - 1)])  # the first v of binades 0 … 30
+    edges = torch.tensor([_binade(k)[0] for k in range(BINADES - 1)])  # the first v of binades 0 … 30
     below = icdf(edges - 1)  # the last word of the binade under each
     jump, exact_jump = (icdf(edges) - below).double(), _exact(edges) - _exact(edges - 1)
     assert bool((jump > 0).all()) and float((jump - exact_jump).abs().max()) < 2e-6  # u's own step, deep down

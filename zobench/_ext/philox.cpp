@@ -360,8 +360,6 @@ ZB_INLINE void blocks(PhiloxFn philox, uint64_t b0, int nb, uint32_t index, uint
   philox(c0, c1, nb, index, tag, k0, k1, x0, x1, x2, x3);
 }
 
-// The Gaussian values of elements [64 g0, 64 (g0 + ng)) into z (ng <= 16): group g holds the 16 values of
-// word 0 of its blocks, then those of words 1, 2, 3 (16 lanes: one AVX-512 vector, two AVX2 ones).
 #ifdef ZB_X86
 // philox_icdf's values of ng groups: element 64 g + 16 w + l from word w of block 16 g + l.
 ZB_TARGET(ZB_AVX512) void icdf_groups_avx512(const uint32_t* const xs[4], int ng, float* __restrict z) {
@@ -373,7 +371,9 @@ ZB_TARGET(ZB_AVX512) void icdf_groups_avx512(const uint32_t* const xs[4], int ng
 }
 #endif
 
-// philox_icdf: word w of block b gives the element that Box–Muller's pair gives it in the other variants.
+// The Gaussian values of elements [64 g0, 64 (g0 + ng)) into z (ng <= 16): group g holds the 16 values of
+// word 0 of its blocks, then those of words 1, 2, 3 (16 lanes: one AVX-512 vector, two AVX2 ones). philox_icdf:
+// element 64 g + 16 w + l is icdf of word w of block 16 g + l; the others: Box–Muller on words (0, 1) and (2, 3).
 template <class P, int ISA>
 ZB_INLINE void gaussian_tile(PhiloxFn philox, uint64_t g0, int ng, uint32_t index, uint32_t k0, uint32_t k1,
                              float* __restrict z) {
@@ -391,21 +391,21 @@ ZB_INLINE void gaussian_tile(PhiloxFn philox, uint64_t g0, int ng, uint32_t inde
       for (int w = 0; w < 4; ++w)
         for (int l = 0; l < 16; ++l) z[64 * g + 16 * w + l] = icdf(xs[w][16 * g + l]);
   } else {
-  for (int g = 0; g < ng; ++g) {
-    float* __restrict zg = z + 64 * g;
-    const int o = 16 * g;
-    for (int l = 0; l < 16; ++l) {
-      float s, c;
-      const float r0 = radius<P>(x0[o + l]);
-      sincos_turn<P>(x1[o + l], s, c);
-      zg[l] = r0 * c;
-      zg[16 + l] = r0 * s;
-      const float r2 = radius<P>(x2[o + l]);
-      sincos_turn<P>(x3[o + l], s, c);
-      zg[32 + l] = r2 * c;
-      zg[48 + l] = r2 * s;
+    for (int g = 0; g < ng; ++g) {
+      float* __restrict zg = z + 64 * g;
+      const int o = 16 * g;
+      for (int l = 0; l < 16; ++l) {
+        float s, c;
+        const float r0 = radius<P>(x0[o + l]);
+        sincos_turn<P>(x1[o + l], s, c);
+        zg[l] = r0 * c;
+        zg[16 + l] = r0 * s;
+        const float r2 = radius<P>(x2[o + l]);
+        sincos_turn<P>(x3[o + l], s, c);
+        zg[32 + l] = r2 * c;
+        zg[48 + l] = r2 * s;
+      }
     }
-  }
   }
 }
 
