@@ -95,12 +95,14 @@ S1, S3, S5, S7 = (_f32(c) for c in (1.5707963705062866, -0.6459634900093079, 0.0
 C2, C4, C6, C8 = (_f32(c) for c in (-1.2337005138397217, 0.25366923213005066, -0.02086016535758972,
                                     0.0009037667186930776))
 
-# Per variant: Philox rounds, the transform (box_muller, or icdf: zobench.optim.philox_icdf); Box–Muller's: the Horner coefficients (highest degree first) of P (ln(1 + f) = f − f²/2 + f³P(f)),
-# of sin (then + SIN1, × t) and of cos (then + 1) in t² — philox.cpp's ``Accurate`` and ``Fast``.
+# Per variant: Philox rounds, the transform (box_muller, or icdf: zobench.optim.philox_icdf), the counters' tag
+# of Gaussian blocks; Box–Muller's: the Horner coefficients (highest degree first) of P (ln(1 + f) = f − f²/2 +
+# f³P(f)), of sin (then + SIN1, × t) and of cos (then + 1) in t² — philox.cpp's ``Accurate`` and ``Fast``.
 # philox_fast's: near-minimax (Lawson-reweighted least squares on Chebyshev nodes, in binary64, of the absolute
 # error of ln(1 + f) on [√½ − 1, √2 − 1] and of sin(π/2·t), cos(π/2·t) on [0, ½]), rounded to binary32.
 VARIANTS = {
-    "philox": dict(rounds=10, transform="box_muller", gaussian_tag=0, log=LP, sin=[S7, S5, S3], sin1=S1, cos=[C8, C6, C4, C2]),
+    "philox": dict(rounds=10, transform="box_muller", gaussian_tag=0, log=LP, sin=[S7, S5, S3], sin1=S1,
+                   cos=[C8, C6, C4, C2]),
     "philox_fast": dict(
         rounds=7, transform="box_muller", gaussian_tag=0,
         log=[_f32(c) for c in (0.11708072572946548, -0.18496902287006378, 0.20493799448013306,
